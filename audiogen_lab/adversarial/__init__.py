@@ -1,0 +1,21 @@
+"""Adversarial training: discriminators, criteria, feature matching and the adversarial loss wrapper."""
+from .discriminators import MultiDiscriminator, MultiScaleSTFTDiscriminator
+from .losses import (AdversarialLoss, FeatureMatchingLoss, get_adv_criterion, get_fake_criterion,
+                     get_real_criterion, hinge_fake_loss, hinge_gen_loss, hinge_real_loss, mse_fake_loss,
+                     mse_gen_loss, mse_real_loss)
+
+__all__ = [
+    "AdversarialLoss",
+    "FeatureMatchingLoss",
+    "MultiDiscriminator",
+    "MultiScaleSTFTDiscriminator",
+    "get_adv_criterion",
+    "get_fake_criterion",
+    "get_real_criterion",
+    "hinge_fake_loss",
+    "hinge_gen_loss",
+    "hinge_real_loss",
+    "mse_fake_loss",
+    "mse_gen_loss",
+    "mse_real_loss",
+]
