@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from audiogen_lab.data.example_dataset import BACKENDS, build_example_dataset  # noqa: E402
+from audiogen_lab.data.example import BACKENDS, build_example_dataset  # noqa: E402
 
 
 def main() -> int:

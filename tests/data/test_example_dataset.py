@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audiogen_lab.data import example_dataset as ed
+from audiogen_lab.data import example as ed
 from audiogen_lab.data.audio import audio_info
 from audiogen_lab.data.audio_dataset import load_audio_meta
 from audiogen_lab.data.info_dataset import read_sidecar
@@ -208,7 +208,7 @@ def test_catalogue_draws_are_distinct_and_seeded():
 
 def test_missing_tools_fall_back_with_one_message(tmp_path, monkeypatch, capsys):
     real_which = shutil.which
-    monkeypatch.setattr(ed.shutil, 'which',
+    monkeypatch.setattr(shutil, 'which',
                         lambda name: None if name in ('fluidsynth', 'espeak-ng') else real_which(name))
     summary = ed.build_example_dataset(tmp_path / 'fallback', num_clips=2, clip_duration=1., sample_rate=SR,
                                        workers=1, splits=(('train', 1.),))
