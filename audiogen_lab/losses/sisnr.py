@@ -9,6 +9,8 @@ from torch import nn
 from torch.nn import functional as F
 
 EPS = torch.finfo(torch.float32).eps
+#: mean power under which a reference segment counts as digital silence (about -80 dBFS)
+SILENCE_POWER = 1e-8
 
 
 def si_snr_per_row(estimate: torch.Tensor, reference: torch.Tensor, epsilon: float = EPS) -> torch.Tensor:
@@ -54,7 +56,9 @@ class SISNR(nn.Module):
         overlap: overlap between consecutive segments, in [0, 1).
         epsilon: numerical floor for energies.
 
-    `forward(estimate, reference)` takes `[B, C, T]` tensors and returns a scalar: `-mean SI-SNR`.
+    `forward(estimate, reference)` takes `[B, C, T]` tensors and returns a scalar: `-mean SI-SNR`
+    over the segments whose reference is audible (mean power above `SILENCE_POWER`). SI-SNR is
+    undefined on digital silence, and such segments would otherwise dominate the mean with huge values.
     """
 
     def __init__(self, sample_rate: int = 16000, segment: tp.Optional[float] = 20.0, overlap: float = 0.5,
@@ -77,4 +81,8 @@ class SISNR(nn.Module):
             stride = max(1, int(length * (1 - self.overlap)))
             est = rearrange(_segments(est, length, stride), "n s l -> (n s) l")
             ref = rearrange(_segments(ref, length, stride), "n s l -> (n s) l")
-        return -si_snr_per_row(est, ref, self.epsilon).mean()
+        scores = si_snr_per_row(est, ref, self.epsilon)
+        audible = ref.detach().float().pow(2).mean(dim=-1) > SILENCE_POWER
+        if not bool(audible.any()):
+            return scores.sum() * 0.0  # SI-SNR is undefined on silence: no signal to learn from
+        return -scores[audible].mean()

@@ -97,3 +97,20 @@ def test_multichannel_input_and_errors():
         loss(x, x[:, :1])
     with pytest.raises(ValueError, match="too short"):
         loss(x[..., :100], x[..., :100])
+
+
+def test_sisnr_loss_ignores_silent_segments():
+    from audiogen_lab.losses import SISNR
+    torch.manual_seed(0)
+    ref = torch.randn(2, 1, 8000)
+    ref[1] = 0.0
+    est = ref + 0.1 * torch.randn_like(ref)
+    loss = SISNR(sample_rate=8000, segment=None)
+    # only the audible item counts: about -20 dB, not the -100+ dB of an estimate against silence
+    assert float(loss(est, ref)) == pytest.approx(float(loss(est[:1], ref[:1])))
+    assert -21 < float(loss(est, ref)) < -19
+    silent = torch.zeros(1, 1, 8000)
+    est_silent = torch.randn(1, 1, 8000, requires_grad=True)
+    value = loss(est_silent, silent)
+    value.backward()
+    assert float(value) == 0.0 and float(est_silent.grad.abs().sum()) == 0.0

@@ -1,0 +1,109 @@
+"""Build compression models from the Hydra config (the only place that reads config nodes).
+
+Config layout (``config/model/encodec/*.yaml``)::
+
+    compression_model: encodec
+    encodec: {autoencoder: seanet, quantizer: rvq, causal: false, renormalize: false}
+    seanet: {...common SEANet kwargs..., encoder: {...encoder only...}, decoder: {...decoder only...}}
+    rvq: {...ResidualVectorQuantizer kwargs...}
+"""
+from __future__ import annotations
+
+import typing as tp
+
+import omegaconf
+from torch import nn
+
+from ..modules.seanet import SEANetDecoder, SEANetEncoder
+from ..quantization.base import BaseQuantizer, DummyQuantizer
+from ..quantization.rvq import ResidualVectorQuantizer
+from .compression import CompressionModel
+from .encodec import EncodecModel
+
+AUTOENCODERS: tp.Dict[str, tp.Tuple[tp.Type[nn.Module], tp.Type[nn.Module]]] = {
+    'seanet': (SEANetEncoder, SEANetDecoder),
+}
+QUANTIZERS: tp.Dict[str, tp.Type[BaseQuantizer]] = {
+    'rvq': ResidualVectorQuantizer,
+    'no_quant': DummyQuantizer,
+}
+COMPRESSION_MODELS: tp.Dict[str, tp.Type[CompressionModel]] = {
+    'encodec': EncodecModel,
+}
+
+
+def _pick(table: tp.Dict[str, tp.Any], name: str, key: str) -> tp.Any:
+    if name not in table:
+        raise KeyError(f"config key '{key}': unknown value {name!r}, choose one of {sorted(table)}.")
+    return table[name]
+
+
+def _kwargs(cfg: omegaconf.DictConfig, key: str) -> tp.Dict[str, tp.Any]:
+    """The resolved node `cfg.<key>` as a plain dict (empty when the node is null)."""
+    if key not in cfg:
+        raise KeyError(f"config key '{key}' is missing: add a '{key}:' section to the model config.")
+    node = cfg[key]
+    if node is None:
+        return {}
+    container = omegaconf.OmegaConf.to_container(node, resolve=True)
+    if not isinstance(container, dict):
+        raise TypeError(f"config key '{key}' must be a mapping of keyword arguments, got {container!r}.")
+    return container
+
+
+def _instantiate(klass: tp.Type, kwargs: tp.Dict[str, tp.Any], key: str) -> tp.Any:
+    try:
+        return klass(**kwargs)
+    except TypeError as err:
+        raise TypeError(f"config '{key}' does not match {klass.__name__}: {err}") from err
+
+
+def get_encodec_autoencoder(name: str, cfg: omegaconf.DictConfig) -> tp.Tuple[nn.Module, nn.Module]:
+    """(encoder, decoder) of autoencoder `name` from ``cfg.<name>``; its ``encoder`` / ``decoder``
+    sub-sections hold the arguments of one side only."""
+    encoder_class, decoder_class = _pick(AUTOENCODERS, name, 'encodec.autoencoder')
+    kwargs = _kwargs(cfg, name)
+    encoder_only = kwargs.pop('encoder', None) or {}
+    decoder_only = kwargs.pop('decoder', None) or {}
+    encoder = _instantiate(encoder_class, {**kwargs, **encoder_only}, f'{name}.encoder')
+    decoder = _instantiate(decoder_class, {**kwargs, **decoder_only}, f'{name}.decoder')
+    return encoder, decoder
+
+
+def get_quantizer(name: str, cfg: omegaconf.DictConfig, dimension: int) -> BaseQuantizer:
+    """Quantizer `name` ('rvq' | 'no_quant') over latents of `dimension`, from ``cfg.<name>``."""
+    klass = _pick(QUANTIZERS, name, 'encodec.quantizer')
+    if klass is DummyQuantizer:
+        return DummyQuantizer()
+    kwargs = _kwargs(cfg, name)
+    kwargs['dimension'] = dimension
+    return _instantiate(klass, kwargs, name)
+
+
+def _build_encodec(cfg: omegaconf.DictConfig) -> EncodecModel:
+    kwargs = _kwargs(cfg, 'encodec')
+    for key in ('autoencoder', 'quantizer'):
+        if key not in kwargs:
+            raise KeyError(f"config key 'encodec.{key}' is missing.")
+    encoder, decoder = get_encodec_autoencoder(kwargs.pop('autoencoder'), cfg)
+    quantizer = get_quantizer(kwargs.pop('quantizer'), cfg, encoder.dimension)
+    sample_rate = int(cfg.sample_rate)
+    channels = int(cfg.channels)
+    assert encoder.channels == channels, \
+        f"config: the autoencoder has {encoder.channels} channels but 'channels' is {channels}"
+    frame_rate = sample_rate / encoder.hop_length
+    return _instantiate(EncodecModel, dict(encoder=encoder, decoder=decoder, quantizer=quantizer,
+                                           frame_rate=frame_rate, sample_rate=sample_rate,
+                                           channels=channels, **kwargs), 'encodec')
+
+
+def get_compression_model(cfg: omegaconf.DictConfig) -> CompressionModel:
+    """The compression model named by ``cfg.compression_model``, built from its config sections and the
+    top-level ``sample_rate`` and ``channels``."""
+    for key in ('compression_model', 'sample_rate', 'channels'):
+        if key not in cfg:
+            raise KeyError(f"config key '{key}' is missing.")
+    klass = _pick(COMPRESSION_MODELS, cfg.compression_model, 'compression_model')
+    if klass is EncodecModel:
+        return _build_encodec(cfg)
+    raise NotImplementedError(f"no builder for compression_model={cfg.compression_model!r}")

@@ -1,0 +1,103 @@
+"""Load compression models from exported files or by pretrained name, without any solver.
+
+Export format (written by the solvers' export utility), a ``torch.save``d dict::
+
+    {'format': 'audiogen_lab.export', 'version': 1, 'family': 'compression',
+     'xp.cfg': <YAML text of the full config>, 'xp.sig': <str>, 'model': <state_dict>}
+
+Files are read with ``torch.load(weights_only=True)``: anything needing arbitrary unpickling is refused.
+"""
+from __future__ import annotations
+
+import pickle
+import typing as tp
+from pathlib import Path
+
+import omegaconf
+import torch
+
+from . import builders
+from .compression import CompressionModel
+from .pretrained import PRETRAINED_CHECKPOINTS, get_pretrained_model
+
+EXPORT_FORMAT = 'audiogen_lab.export'
+EXPORT_VERSION = 1
+PRETRAINED_PREFIX = '//pretrained/'
+SIG_PREFIX = '//sig/'
+
+
+def _pretrained_name(name_or_path: str) -> tp.Optional[str]:
+    """The pretrained model named by ``//pretrained/NAME`` or a bare NAME, else None."""
+    if name_or_path.startswith(PRETRAINED_PREFIX):
+        name = name_or_path[len(PRETRAINED_PREFIX):].strip('/')
+        if name not in PRETRAINED_CHECKPOINTS:
+            raise KeyError(f"Unknown pretrained model {name_or_path!r}: choose one of "
+                           f"{[PRETRAINED_PREFIX + n for n in sorted(PRETRAINED_CHECKPOINTS)]}.")
+        return name
+    return name_or_path if name_or_path in PRETRAINED_CHECKPOINTS else None
+
+
+def load_export(path: tp.Union[str, Path], family: str = 'compression') -> tp.Dict[str, tp.Any]:
+    """Read and check an exported file of model `family`; returns its dict (see module docstring)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such exported model file.")
+    try:
+        package = torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise RuntimeError(
+            f"{path}: refusing to load, the file needs arbitrary unpickling (it may run code): "
+            f"{str(err).splitlines()[0]}. Exports hold only tensors, numbers and strings; re-export the "
+            "model with the solver's export utility.") from err
+    except (RuntimeError, EOFError) as err:
+        raise RuntimeError(f"{path}: cannot be read, the file is corrupt or truncated ({err}).") from err
+    if not isinstance(package, dict) or package.get('format') != EXPORT_FORMAT:
+        found = package.get('format') if isinstance(package, dict) else type(package).__name__
+        raise ValueError(f"{path}: not an audiogen_lab export (format {found!r}, expected {EXPORT_FORMAT!r}); "
+                         "write it with the solver's export utility.")
+    version = package.get('version')
+    if not isinstance(version, int) or version > EXPORT_VERSION:
+        raise ValueError(f"{path}: export version {version!r} is not supported (this code reads versions "
+                         f"<= {EXPORT_VERSION}); update audiogen_lab.")
+    if package.get('family') != family:
+        raise ValueError(f"{path}: holds a {package.get('family')!r} model, expected a {family!r} model.")
+    for key in ('xp.cfg', 'model'):
+        if key not in package:
+            raise ValueError(f"{path}: export is missing its {key!r} entry.")
+    if not isinstance(package['xp.cfg'], str):
+        raise ValueError(f"{path}: 'xp.cfg' must be YAML text, got {type(package['xp.cfg']).__name__}.")
+    return package
+
+
+def load_compression_model_cfg(path: tp.Union[str, Path]) -> omegaconf.DictConfig:
+    """The full config stored in the exported compression model at `path`."""
+    cfg = omegaconf.OmegaConf.create(load_export(path)['xp.cfg'])
+    assert isinstance(cfg, omegaconf.DictConfig), f"{path}: 'xp.cfg' is not a YAML mapping"
+    return cfg
+
+
+def load_compression_model(name_or_path: tp.Union[str, Path],
+                           device: tp.Union[str, torch.device] = 'cpu') -> CompressionModel:
+    """A compression model in eval mode on `device`, from:
+
+    - ``//pretrained/encodec_24khz``, ``//pretrained/encodec_48khz`` (or the bare names): Meta's
+      released weights (see :mod:`audiogen_lab.models.pretrained`);
+    - a path to an exported file: rebuilt from its config, then its weights loaded.
+
+    ``//sig/SIG`` names an experiment and is resolved by ``CompressionSolver.model_from_checkpoint``.
+    """
+    value = str(name_or_path)
+    if value.startswith(SIG_PREFIX):
+        raise ValueError(f"{value}: experiment signatures are resolved by the solver; use "
+                         "CompressionSolver.model_from_checkpoint, or export the model and pass the file.")
+    name = _pretrained_name(value)
+    if name is not None:
+        return get_pretrained_model(name, device=device)
+    package = load_export(value)
+    cfg = omegaconf.OmegaConf.create(package['xp.cfg'])
+    model = builders.get_compression_model(cfg)
+    try:
+        model.load_state_dict(package['model'])
+    except RuntimeError as err:
+        raise RuntimeError(f"{value}: weights do not match the model built from its config: {err}") from err
+    return model.to(device).eval()

@@ -1,0 +1,199 @@
+"""Streamable 1d convolutions: padding that keeps frame alignment, causal option, conv normalisation.
+
+A strided convolution over `T` samples gives ``ceil(T / stride)`` frames, and the matching transposed
+convolution gives back ``frames * stride`` samples, so that an encoder/decoder pair built from these
+layers maps a signal whose length is a multiple of the hop to itself. With ``causal=True`` all the
+padding is on the left: output frame `i` only sees the input up to the end of its own frame,
+``(i + 1) * stride - 1``.
+"""
+from __future__ import annotations
+
+import math
+import typing as tp
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.nn.utils.parametrizations import weight_norm
+
+CONV_NORMALIZATIONS = frozenset({'none', 'weight_norm', 'time_group_norm'})
+PAD_MODES = frozenset({'constant', 'reflect', 'replicate', 'circular'})
+
+
+def _check_norm(norm: str) -> None:
+    if norm not in CONV_NORMALIZATIONS:
+        raise ValueError(f"Unknown conv norm {norm!r}: choose one of {sorted(CONV_NORMALIZATIONS)}.")
+
+
+def apply_parametrization_norm(module: nn.Module, norm: str = 'none') -> nn.Module:
+    """Reparametrise the weight of `module` when `norm` is a weight parametrisation (``weight_norm``)."""
+    _check_norm(norm)
+    if norm == 'weight_norm':
+        return weight_norm(module)
+    return module
+
+
+def get_norm_module(module: nn.Module, causal: bool = False, norm: str = 'none',
+                    **norm_kwargs: tp.Any) -> nn.Module:
+    """The normalisation applied to the output of `module`: GroupNorm(1, C) for ``time_group_norm``.
+
+    ``time_group_norm`` normalises over the whole time axis, which is not causal, so it is refused
+    when ``causal=True``.
+    """
+    _check_norm(norm)
+    if norm == 'time_group_norm':
+        if causal:
+            raise ValueError("norm='time_group_norm' uses statistics over the whole time axis and cannot "
+                             "be causal: use norm='weight_norm' or 'none' with causal=True.")
+        assert isinstance(module, nn.modules.conv._ConvNd), "time_group_norm needs a convolution"
+        return nn.GroupNorm(1, module.out_channels, **norm_kwargs)
+    return nn.Identity()
+
+
+def get_extra_padding_for_conv1d(length: int, kernel_size: int, stride: int, padding_total: int = 0) -> int:
+    """Right padding needed so that the last convolution window is complete.
+
+    Without it the last input samples that do not fill a whole window would be dropped, and the
+    transposed convolution could not rebuild a signal of the original length.
+    """
+    n_frames = (length - kernel_size + padding_total) / stride + 1
+    ideal_length = (math.ceil(n_frames) - 1) * stride + (kernel_size - padding_total)
+    return max(0, ideal_length - length)
+
+
+def pad1d(x: torch.Tensor, paddings: tp.Tuple[int, int], mode: str = 'constant',
+          value: float = 0.) -> torch.Tensor:
+    """``F.pad`` on the last axis of `x` [..., T] that also accepts reflect padding wider than `T`.
+
+    Reflection needs ``T > padding``; shorter inputs are first extended with zeros on the right and
+    the extension is removed after reflecting.
+    """
+    left, right = paddings
+    assert left >= 0 and right >= 0, f"paddings must be non-negative, got {paddings}"
+    if mode not in PAD_MODES:
+        raise ValueError(f"Unknown pad mode {mode!r}: choose one of {sorted(PAD_MODES)}.")
+    if mode == 'constant':
+        return F.pad(x, (left, right), mode, value)
+    length = x.shape[-1]
+    extra = 0
+    if mode == 'reflect' and length <= max(left, right):
+        extra = max(left, right) - length + 1
+        x = F.pad(x, (0, extra))
+    padded = F.pad(x, (left, right), mode)
+    return padded[..., :padded.shape[-1] - extra]
+
+
+def unpad1d(x: torch.Tensor, paddings: tp.Tuple[int, int]) -> torch.Tensor:
+    """Remove `paddings` = (left, right) samples from the last axis of `x` [..., T]."""
+    left, right = paddings
+    assert left >= 0 and right >= 0, f"paddings must be non-negative, got {paddings}"
+    assert left + right <= x.shape[-1], f"cannot remove {left + right} samples from {x.shape[-1]}"
+    return x[..., left:x.shape[-1] - right]
+
+
+class NormConv1d(nn.Module):
+    """``nn.Conv1d`` followed by its normalisation (weight norm, time group norm or none). [B, C, T]."""
+
+    def __init__(self, *args: tp.Any, causal: bool = False, norm: str = 'none',
+                 norm_kwargs: tp.Optional[tp.Dict[str, tp.Any]] = None, **kwargs: tp.Any):
+        super().__init__()
+        self.conv = apply_parametrization_norm(nn.Conv1d(*args, **kwargs), norm)
+        self.norm = get_norm_module(self.conv, causal, norm, **(norm_kwargs or {}))
+        self.norm_type = norm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.conv(x))
+
+
+class NormConvTranspose1d(nn.Module):
+    """``nn.ConvTranspose1d`` followed by its normalisation. [B, C, T]."""
+
+    def __init__(self, *args: tp.Any, causal: bool = False, norm: str = 'none',
+                 norm_kwargs: tp.Optional[tp.Dict[str, tp.Any]] = None, **kwargs: tp.Any):
+        super().__init__()
+        self.convtr = apply_parametrization_norm(nn.ConvTranspose1d(*args, **kwargs), norm)
+        self.norm = get_norm_module(self.convtr, causal, norm, **(norm_kwargs or {}))
+        self.norm_type = norm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.convtr(x))
+
+
+class StreamableConv1d(nn.Module):
+    """Conv1d with 'same'-style padding computed from kernel, stride and dilation.
+
+    [B, C_in, T] -> [B, C_out, ceil(T / stride)]. Non-causal: padding split between both sides
+    (one more sample on the left for odd totals); causal: all padding on the left.
+
+    Args:
+        in_channels, out_channels, kernel_size, stride, dilation, groups, bias: as ``nn.Conv1d``.
+        causal: output frame `i` depends only on inputs ``< (i + 1) * stride``.
+        norm: 'none' | 'weight_norm' | 'time_group_norm'.
+        norm_kwargs: keyword arguments of the normalisation.
+        pad_mode: 'constant' (zeros) | 'reflect' | 'replicate' | 'circular'. With ``causal=True`` only
+            'constant' and 'replicate' are strictly causal: reflecting the left edge copies the first
+            ``padding`` future samples into it.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+                 dilation: int = 1, groups: int = 1, bias: bool = True, causal: bool = False,
+                 norm: str = 'none', norm_kwargs: tp.Optional[tp.Dict[str, tp.Any]] = None,
+                 pad_mode: str = 'reflect'):
+        super().__init__()
+        if pad_mode not in PAD_MODES:
+            raise ValueError(f"Unknown pad_mode {pad_mode!r}: choose one of {sorted(PAD_MODES)}.")
+        assert stride == 1 or dilation == 1, \
+            f"use stride > 1 or dilation > 1, not both (got stride={stride}, dilation={dilation})"
+        self.conv = NormConv1d(in_channels, out_channels, kernel_size, stride, dilation=dilation,
+                               groups=groups, bias=bias, causal=causal, norm=norm, norm_kwargs=norm_kwargs)
+        self.causal = causal
+        self.pad_mode = pad_mode
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.dilation = dilation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        effective_kernel = (self.kernel_size - 1) * self.dilation + 1
+        padding_total = effective_kernel - self.stride
+        extra = get_extra_padding_for_conv1d(x.shape[-1], effective_kernel, self.stride, padding_total)
+        if self.causal:
+            left, right = padding_total, extra
+        else:
+            right = padding_total // 2
+            left, right = padding_total - right, right + extra
+        return self.conv(pad1d(x, (left, right), mode=self.pad_mode))
+
+
+class StreamableConvTranspose1d(nn.Module):
+    """ConvTranspose1d trimmed back to ``frames * stride`` samples: [B, C_in, T] -> [B, C_out, T * stride].
+
+    Args:
+        in_channels, out_channels, kernel_size, stride, bias: as ``nn.ConvTranspose1d``.
+        causal: trim on the right (see `trim_right_ratio`) so that outputs never depend on later frames.
+        norm, norm_kwargs: as :class:`StreamableConv1d`.
+        trim_right_ratio: causal only: the share of the ``kernel_size - stride`` overhang removed on the
+            right (1.0 = all of it, fully causal); the rest is removed on the left.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+                 bias: bool = True, causal: bool = False, norm: str = 'none',
+                 trim_right_ratio: float = 1., norm_kwargs: tp.Optional[tp.Dict[str, tp.Any]] = None):
+        super().__init__()
+        assert kernel_size >= stride, f"kernel_size ({kernel_size}) must be >= stride ({stride})"
+        assert 0. <= trim_right_ratio <= 1., f"trim_right_ratio must be in [0, 1], got {trim_right_ratio}"
+        assert causal or trim_right_ratio == 1., "trim_right_ratio != 1 is only meaningful with causal=True"
+        self.convtr = NormConvTranspose1d(in_channels, out_channels, kernel_size, stride, bias=bias,
+                                          causal=causal, norm=norm, norm_kwargs=norm_kwargs)
+        self.causal = causal
+        self.trim_right_ratio = trim_right_ratio
+        self.kernel_size = kernel_size
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.convtr(x)
+        padding_total = self.kernel_size - self.stride
+        if self.causal:
+            right = math.ceil(padding_total * self.trim_right_ratio)
+        else:
+            right = padding_total // 2
+        return unpad1d(y, (padding_total - right, right))

@@ -1,0 +1,166 @@
+"""Residual vector quantizer: a channel-first wrapper over ``vector_quantize_pytorch.ResidualVQ``.
+
+The library provides the EMA codebooks, k-means initialisation on the first batch, dead-code expiry,
+the commitment loss and quantizer dropout. This wrapper adds the [B, D, T] layout, the bandwidth
+bookkeeping, inference with fewer codebooks, and the per-level outputs used by codebook-level losses.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import typing as tp
+
+import torch
+from einops import rearrange, reduce
+from torch.nn import functional as F
+from vector_quantize_pytorch import ResidualVQ
+
+from .base import BaseQuantizer, QuantizedResult
+
+
+def _through(x: torch.Tensor) -> torch.Tensor:
+    """Zero-valued tensor whose gradient with respect to `x` is the identity (straight-through)."""
+    return x - x.detach()
+
+
+class ResidualVectorQuantizer(BaseQuantizer):
+    """Residual vector quantization of latents [B, D, T] into codes [B, K, T].
+
+    Gradients follow EnCodec: the quantized output is the sum of the levels' codewords with an identity
+    (straight-through) gradient to the input, and each level's commitment loss
+    ``mse(q_k.detach(), r_k)`` on its residual ``r_k`` reaches the input too. Codebooks are not trained
+    by gradients: they follow an exponential moving average of the vectors assigned to them.
+
+    Args:
+        dimension: latent dimension D.
+        n_q: number of codebook levels.
+        q_dropout: in training, use a random number of levels (1..num_codebooks) per batch so that the
+            decoder learns every bandwidth; the number used is reported in ``metrics['num_codebooks']``.
+        bins: codebook size (log2(bins) bits per code).
+        decay: EMA decay of the codebooks.
+        kmeans_init: initialise the codebooks with k-means on the first training batch.
+        kmeans_iters: k-means iterations of that initialisation.
+        threshold_ema_dead_code: codes whose EMA usage falls below this are replaced by batch vectors.
+        commitment_weight: weight of the commitment loss inside `penalty`.
+    """
+
+    def __init__(self, dimension: int = 128, n_q: int = 8, q_dropout: bool = False, bins: int = 1024,
+                 decay: float = 0.99, kmeans_init: bool = True, kmeans_iters: int = 10,
+                 threshold_ema_dead_code: float = 2, commitment_weight: float = 1.0):
+        super().__init__()
+        assert dimension >= 1 and n_q >= 1 and bins >= 2, \
+            f"dimension and n_q must be >= 1 and bins >= 2, got {dimension}, {n_q}, {bins}"
+        assert 0. <= decay < 1., f"decay must be in [0, 1), got {decay}"
+        self.dimension = dimension
+        self.n_q = n_q
+        self.q_dropout = q_dropout
+        self.bins = bins
+        self._num_codebooks = n_q
+        self.vq = ResidualVQ(
+            dim=dimension, num_quantizers=n_q, codebook_size=bins, decay=decay, kmeans_init=kmeans_init,
+            kmeans_iters=kmeans_iters, threshold_ema_dead_code=threshold_ema_dead_code,
+            commitment_weight=commitment_weight, quantize_dropout=q_dropout,
+            rotation_trick=False)  # plain straight-through estimator, as in EnCodec
+
+    # -- codebook selection ------------------------------------------------------------------------
+
+    @property
+    def total_codebooks(self) -> int:
+        return self.n_q
+
+    @property
+    def num_codebooks(self) -> int:
+        return self._num_codebooks
+
+    def set_num_codebooks(self, n: int) -> None:
+        if not 1 <= n <= self.n_q:
+            raise ValueError(f"num_codebooks must be in [1, {self.n_q}] (n_q), got {n}.")
+        self._num_codebooks = int(n)
+
+    @property
+    def cardinality(self) -> int:
+        return self.bins
+
+    def bandwidth_per_codebook(self, frame_rate: float) -> float:
+        """kbps spent by one codebook at `frame_rate` frames per second."""
+        return math.log2(self.bins) * frame_rate / 1000
+
+    @contextlib.contextmanager
+    def _first_levels(self, n: int) -> tp.Iterator[None]:
+        """Run the library's residual loop over the first `n` levels only."""
+        if n == self.n_q:
+            yield
+            return
+        layers = self.vq.layers
+        self.vq.layers = layers[:n]
+        self.vq.num_quantizers = n
+        try:
+            yield
+        finally:
+            self.vq.layers = layers
+            self.vq.num_quantizers = self.n_q
+
+    @contextlib.contextmanager
+    def _record_levels(self, store: tp.List[torch.Tensor]) -> tp.Iterator[None]:
+        """Collect the quantized vectors [B, T, D] of each level that runs, in order."""
+        handles = [layer.register_forward_hook(lambda module, args, out: store.append(out[0].detach()))
+                   for layer in self.vq.layers]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def _check_latents(self, x: torch.Tensor) -> None:
+        assert x.dim() == 3 and x.shape[1] == self.dimension, \
+            f"expected latents [B, {self.dimension}, T], got shape {tuple(x.shape)}"
+
+    # -- quantization ------------------------------------------------------------------------------
+
+    def forward(self, x: torch.Tensor, frame_rate: float) -> QuantizedResult:
+        """Quantize `x` [B, D, T]; in training this also updates the codebooks (EMA, dead codes).
+
+        Returns x [B, D, T] (quantized), codes [B, K, T] with K the levels used, the bandwidth, the
+        commitment penalty (summed over levels; zero in eval mode) and `layer_outputs` [B, K, D, T].
+        """
+        self._check_latents(x)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            x = x.float()
+            levels: tp.List[torch.Tensor] = []
+            with self._record_levels(levels), self._first_levels(self._num_codebooks):
+                _, codes, losses = self.vq(rearrange(x, 'b d t -> b t d'))
+            used = len(levels)
+            quantized_levels = rearrange(torch.stack(levels), 'k b t d -> b k d t')
+            # values are the codewords exactly; gradients reach `x` as identity (straight-through)
+            through = _through(x)
+            layer_outputs = quantized_levels + through.unsqueeze(1)
+            quantized = reduce(quantized_levels, 'b k d t -> b d t', 'sum') + through
+            codes = rearrange(codes[..., :used], 'b t k -> b k t')
+            penalty = losses.sum()
+        bandwidth = torch.tensor(used * self.bandwidth_per_codebook(frame_rate), device=x.device)
+        return QuantizedResult(quantized, codes, bandwidth, penalty=penalty,
+                               metrics={'num_codebooks': float(used)}, layer_outputs=layer_outputs)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Codes [B, num_codebooks, T] of `x` [B, D, T]. Never updates the codebooks nor drops levels."""
+        self._check_latents(x)
+        was_training = self.vq.training
+        self.vq.train(False)
+        try:
+            with torch.autocast(device_type=x.device.type, enabled=False), \
+                    self._first_levels(self._num_codebooks):
+                _, codes, _ = self.vq(rearrange(x.float(), 'b d t -> b t d'))
+        finally:
+            self.vq.train(was_training)
+        return rearrange(codes, 'b t k -> b k t')
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Quantized latents [B, D, T] (float32) of `codes` [B, K, T], using the first K levels."""
+        assert codes.dim() == 3 and 1 <= codes.shape[1] <= self.n_q, \
+            f"expected codes [B, K, T] with 1 <= K <= {self.n_q}, got shape {tuple(codes.shape)}"
+        assert not codes.is_floating_point(), f"codes must be integers, got {codes.dtype}"
+        n_levels = codes.shape[1]
+        codebooks = rearrange(self.vq.codebooks[:n_levels], 'k c d -> (k c) d')
+        offsets = torch.arange(n_levels, device=codes.device) * self.bins
+        vectors = F.embedding(codes.long() + rearrange(offsets, 'k -> 1 k 1'), codebooks)
+        return reduce(rearrange(vectors, 'b k t d -> b k d t'), 'b k d t -> b d t', 'sum')
