@@ -2,7 +2,8 @@
 
 Read from ``config/teams/<team>.yaml``; the team is ``$AUDIOGEN_LAB_TEAM`` (default ``default``).
 Environment variables override the file: ``$AUDIOGEN_LAB_DORA_DIR`` (experiment folder),
-``$AUDIOGEN_LAB_REFERENCE_DIR`` (reference files). Nothing here changes an experiment's results,
+``$AUDIOGEN_LAB_REFERENCE_DIR`` (reference files), ``$AUDIOGEN_LAB_USE_RENDEZVOUS`` (file rendezvous for
+distributed runs). Nothing here changes an experiment's results,
 so none of it enters a signature.
 """
 from __future__ import annotations
@@ -49,6 +50,15 @@ class AudioGenEnvironment:
         """Absolute folder where Dora stores experiments."""
         value = os.environ.get("AUDIOGEN_LAB_DORA_DIR") or cls.instance().config.get("dora_dir", "outputs")
         return Path(value).expanduser().resolve()
+
+    @classmethod
+    def use_rendezvous(cls) -> bool:
+        """Whether distributed runs meet through a file in the XP folder rather than a TCP store
+        (``$AUDIOGEN_LAB_USE_RENDEZVOUS`` overrides the team's ``use_rendezvous``)."""
+        value = os.environ.get("AUDIOGEN_LAB_USE_RENDEZVOUS")
+        if value is not None:
+            return value.lower() in ("1", "true", "yes")
+        return bool(cls.instance().config.get("use_rendezvous", False))
 
     @classmethod
     def get_reference_dir(cls) -> tp.Optional[Path]:

@@ -53,8 +53,6 @@ def init_distributed(cfg: DictConfig) -> None:
     if spec.world_size > 1:
         backend = "nccl" if pick_device(cfg.device).startswith("cuda") else "gloo"
         flashy.distrib.init(backend=backend)
-        if backend == "nccl":
-            torch.cuda.set_device(spec.local_rank)
 
 
 @hydra_main(config_path="../config", config_name="config", version_base="1.3")
@@ -71,6 +69,7 @@ def main(cfg: DictConfig) -> tp.Any:
 
 
 main.dora.dir = AudioGenEnvironment.get_dora_dir()
+main.dora.use_rendezvous = AudioGenEnvironment.use_rendezvous()
 _slurm_partition = AudioGenEnvironment.get_slurm_partitions()
 if _slurm_partition:
     main._base_cfg.slurm.partition = _slurm_partition

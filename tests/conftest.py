@@ -24,3 +24,41 @@ def dora_dir(tmp_path, monkeypatch):
     yield folder
     main.dora.dir = old
     AudioGenEnvironment.reset()
+
+
+def _tonal_clip(gen: torch.Generator, duration: float, sample_rate: int) -> torch.Tensor:
+    """A few harmonic notes with decaying envelopes and a little noise: music-like, never silent. [1, T]"""
+    import math
+    length = int(duration * sample_rate)
+    t = torch.arange(length) / sample_rate
+    wav = torch.zeros(length)
+    note_len = length // 4
+    for start in range(0, length, note_len):
+        f0 = 110 * 2 ** (float(torch.randint(0, 36, (1,), generator=gen)) / 12)
+        seg = t[: min(note_len, length - start)]
+        env = torch.exp(-3 * seg) * (1 - torch.exp(-200 * seg))
+        note = sum(torch.sin(2 * math.pi * f0 * k * seg) / k for k in range(1, 6))
+        wav[start:start + seg.numel()] += 0.3 * env * note
+    wav += 0.003 * torch.randn(length, generator=gen)
+    return wav[None]
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory):
+    """Generated tonal clips at 16 kHz with a manifest per split: train/valid/evaluate/generate."""
+    from audiogen_lab.data.audio import audio_write
+    from audiogen_lab.data.audio_dataset import find_audio_files, save_audio_meta
+
+    root = tmp_path_factory.mktemp("tiny_dataset")
+    gen = torch.Generator().manual_seed(0)
+    for split, count, duration in (("train", 24, 2.0), ("valid", 4, 2.0), ("evaluate", 2, 4.0), ("generate", 2, 4.0)):
+        folder = root / split
+        for index in range(count):
+            audio_write(folder / f"clip_{index:03d}.wav", _tonal_clip(gen, duration, 16000), 16000)
+        save_audio_meta(folder / "data.jsonl", find_audio_files(folder))
+    return root
+
+
+def dataset_overrides(root) -> list:
+    """Overrides pointing every split of the datasource at `root/<split>`."""
+    return [f"datasource.{split}={root / split}" for split in ("train", "valid", "evaluate", "generate")]

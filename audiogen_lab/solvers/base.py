@@ -246,6 +246,28 @@ class StandardSolver(ABC, flashy.BaseSolver):
         if self.ema is not None and self._train_step % max(1, ema_cfg.get("updates", 1)) == 0:
             self.ema.step()
 
+    def check_weights_synchronized(self) -> None:
+        """In a distributed run, check that every rank holds the same weights (cheap checksums).
+
+        Ranks drift apart when a gradient or buffer is not averaged; training on would silently
+        waste the run, so this raises instead.
+        """
+        if not flashy.distrib.is_distributed():
+            return
+        for name, source in self.best_state.sources.items():
+            if not isinstance(source, nn.Module):
+                continue
+            params = [p.detach().double() for p in source.parameters()]
+            local = torch.stack([sum(p.sum() for p in params), sum(p.pow(2).sum() for p in params)])
+            high, low = local.clone(), -local.clone()
+            torch.distributed.all_reduce(high, op=torch.distributed.ReduceOp.MAX)
+            torch.distributed.all_reduce(low, op=torch.distributed.ReduceOp.MAX)
+            spread = float((high + low).abs().max())
+            if spread > 1e-6 * (1.0 + float(high.abs().max())):
+                raise RuntimeError(f"The weights of {name!r} differ across ranks (checksum spread {spread:.3g}): "
+                                   "some gradient or buffer is not averaged.")
+            self.logger.info("Weights of %s identical on all %d ranks", name, flashy.distrib.world_size())
+
     @contextmanager
     def swap_ema_state(self) -> tp.Iterator[None]:
         """Use the EMA weights inside the block (no-op without EMA)."""
@@ -347,6 +369,7 @@ class StandardSolver(ABC, flashy.BaseSolver):
         for _ in range(self.epoch, self.cfg.optim.epochs + 1):
             begin = time.time()
             self.run_epoch()
+            self.check_weights_synchronized()
             self.commit()
             self.logger.info("Epoch %d done in %.1f s", self.epoch - 1, time.time() - begin)
         return self.history[-1] if self.history else None

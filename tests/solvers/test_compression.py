@@ -1,0 +1,132 @@
+"""The compression solver end to end: learning, the //sig/ → export → get_pretrained chain, configs."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from audiogen_lab.models.compression import CompressionModel
+from audiogen_lab.solvers.builders import get_solver
+from audiogen_lab.solvers.compression import CompressionSolver
+from audiogen_lab.train import main
+from audiogen_lab.utils.export import export_checkpoint
+
+from ..conftest import dataset_overrides
+
+ROOT = Path(__file__).resolve().parents[2]
+LEARN_ARGS = ["solver=compression/debug", "optim.epochs=4", "optim.updates_per_epoch=40",
+              "evaluate.every=4", "generate.every=4", "dataset.valid.num_samples=8"]
+
+
+@pytest.fixture(scope="module")
+def trained_xp(tiny_dataset, tmp_path_factory):
+    """compression/debug trained for about a minute on generated tonal audio."""
+    from audiogen_lab.environment import AudioGenEnvironment
+    folder = tmp_path_factory.mktemp("dora")
+    old_env, old_dir = os.environ.get("AUDIOGEN_LAB_DORA_DIR"), main.dora.dir
+    os.environ["AUDIOGEN_LAB_DORA_DIR"] = str(folder)
+    AudioGenEnvironment.reset()
+    main.dora.dir = folder
+    xp = main.get_xp(LEARN_ARGS + dataset_overrides(tiny_dataset))
+    with xp.enter():
+        solver = get_solver(xp.cfg)
+        solver.run()
+    yield xp, solver
+    main.dora.dir = old_dir
+    if old_env is not None:
+        os.environ["AUDIOGEN_LAB_DORA_DIR"] = old_env
+    AudioGenEnvironment.reset()
+
+
+def test_debug_codec_learns(trained_xp):
+    xp, solver = trained_xp
+    history = solver.history
+    first, last = history[0]["valid"], history[-1]["valid"]
+    assert last["si_snr"] > first["si_snr"] + 3.0, [h["valid"]["si_snr"] for h in history]
+    assert last["mel_dist"] < first["mel_dist"]
+    # the dependence metrics and codebook usage are reported every valid stage
+    for key in ("nmi", "nmi_corrected", "perplexity_q0", "usage_q3", "mmd", "bandwidth"):
+        assert key in last
+    assert last["bandwidth"] == pytest.approx(4 * 6 * 100 / 1000)  # 4 codebooks x log2(64) bits x 100 Hz
+    assert "evaluate" in history[-1] and "generate" in history[-1]
+    samples = list((xp.folder / "samples" / "epoch_4").iterdir())
+    assert any(p.suffix == ".wav" for p in samples) and any(p.suffix == ".png" for p in samples)
+
+
+def test_sig_export_get_pretrained_chain(trained_xp, tmp_path):
+    xp, solver = trained_xp
+    model = CompressionSolver.model_from_checkpoint(f"//sig/{xp.sig}")
+    assert not model.training
+    for key, value in solver.best_state.states["model"].items():
+        torch.testing.assert_close(model.state_dict()[key], value)
+    path = export_checkpoint(f"//sig/{xp.sig}", tmp_path / "codec.th")
+    state = torch.load(path, weights_only=True)
+    assert set(state) == {"format", "version", "family", "xp.cfg", "xp.sig", "model"}
+    exported = CompressionModel.get_pretrained(str(path))
+    wav = torch.randn(1, 1, 16000) * 0.1
+    with torch.no_grad():
+        codes, scale = exported.encode(wav)
+        assert codes.shape == (1, 4, 100) and codes.dtype == torch.long
+        torch.testing.assert_close(codes, model.encode(wav)[0])
+        torch.testing.assert_close(exported.decode(codes, scale), model.decode(codes, scale))
+    again = CompressionSolver.model_from_checkpoint(str(path))
+    torch.testing.assert_close(again.state_dict(), exported.state_dict())
+    wrapped = CompressionSolver.wrapped_model_from_checkpoint({"compression_model_n_q": 2}, f"//sig/{xp.sig}")
+    assert wrapped.num_codebooks == 2 and not any(p.requires_grad for p in wrapped.parameters())
+
+
+def test_resume_continues_from_last_epoch(trained_xp):
+    xp, solver = trained_xp
+    with xp.enter():
+        resumed = get_solver(xp.cfg)
+        assert resumed.restore()
+    assert resumed.epoch == 5
+    torch.testing.assert_close(resumed.model.state_dict(), solver.model.state_dict())
+    torch.testing.assert_close(resumed.ema.state, solver.ema.state)
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "config/solver/compression").glob("*.yaml")
+                                        if p.stem != "default"))
+def test_every_compression_config_composes_and_builds(name, tiny_dataset, dora_dir):
+    xp = main.get_xp([f"solver=compression/{name}", "show=true"] + dataset_overrides(tiny_dataset))
+    cfg = xp.cfg
+    assert cfg.solver == "compression" and cfg.sample_rate > 0
+    with xp.enter():
+        solver = get_solver(cfg)
+        solver.show()
+    assert solver.model.sample_rate == cfg.sample_rate
+    assert solver.model.num_codebooks == cfg.rvq.n_q
+
+
+def test_show_from_the_command_line(tiny_dataset, dora_dir):
+    env = {**os.environ, "DORA_PACKAGE": "audiogen_lab", "AUDIOGEN_LAB_DORA_DIR": str(dora_dir)}
+    env.pop("USER", None)  # the config must load with $USER unset
+    out = subprocess.run([sys.executable, "-m", "dora", "run", "solver=compression/debug", "show=true",
+                          *map(str, dataset_overrides(tiny_dataset))],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Model model:" in out.stderr and "M parameters" in out.stderr
+
+
+def test_two_process_gloo_run_keeps_weights_synchronized(tiny_dataset, dora_dir):
+    env = {**os.environ, "DORA_PACKAGE": "audiogen_lab", "AUDIOGEN_LAB_DORA_DIR": str(dora_dir),
+           "AUDIOGEN_LAB_USE_RENDEZVOUS": "1", "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
+    args = ["solver=compression/debug", "optim.epochs=2", "optim.updates_per_epoch=3", "dataset.batch_size=4",
+            "dataset.valid.num_samples=4", "evaluate.every=100", "generate.every=100", "device=cpu",
+            *map(str, dataset_overrides(tiny_dataset))]
+    out = subprocess.run([sys.executable, "-m", "dora", "run", "-d", "--ddp_workers", "2", *args],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    xp = main.get_xp(args)
+    logs = {rank: (xp.folder / f"solver.log.{rank}").read_text() for rank in (0, 1)
+            if (xp.folder / f"solver.log.{rank}").exists()}
+    assert out.returncode == 0, out.stderr[-3000:] + "".join(logs.values())[-3000:]
+    for rank in (0, 1):
+        assert "Weights of model identical on all 2 ranks" in logs[rank]
+    xp.link.load()
+    assert len(xp.link.history) == 2 and "valid" in xp.link.history[-1]
+    state = torch.load(xp.folder / "checkpoint.th", weights_only=True)
+    assert state["_train_step"] == 6
