@@ -6,7 +6,8 @@ set -u
 missing=()
 command -v fluidsynth >/dev/null 2>&1 || missing+=(fluidsynth)
 command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
-ls /usr/share/sounds/sf2/*.sf2 /usr/share/soundfonts/*.sf2 >/dev/null 2>&1 || missing+=(timgm6mb-soundfont)
+compgen -G "/usr/share/sounds/sf2/*.sf2" >/dev/null || compgen -G "/usr/share/soundfonts/*.sf2" >/dev/null \
+  || missing+=(timgm6mb-soundfont)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if ! command -v apt-get >/dev/null 2>&1; then

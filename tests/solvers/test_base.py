@@ -167,3 +167,18 @@ def test_excluded_keys_do_not_change_signature(dora_dir):
     base = main.get_xp(["solver=compression/debug", "seed=9"]).sig
     assert main.get_xp(["solver=compression/debug", "seed=9", "device=cpu", "dataset.num_workers=7", "logging.level=DEBUG"]).sig == base
     assert main.get_xp(["solver=compression/debug", "seed=10"]).sig != base
+
+
+def test_tensorboard_logging_when_asked(dora_dir):
+    xp = main.get_xp(["solver=compression/debug", "seed=11", "logging.log_tensorboard=true"])
+    solver = _run(xp, overrides={"optim": {"epochs": 1}, "logging": {"log_tensorboard": True}})
+    events = list(solver.folder.rglob("events.out.tfevents.*"))
+    assert events, list(solver.folder.rglob("*"))
+
+
+def test_autocast_bf16_trains(dora_dir):
+    xp = main.get_xp(["solver=compression/debug", "seed=12", "autocast=true"])
+    solver = _run(xp, overrides={"optim": {"epochs": 2}, "autocast": True})
+    assert solver.autocast_enabled and solver.autocast_dtype == torch.bfloat16
+    history = solver.history
+    assert history[-1]["valid"]["loss"] < history[0]["train"]["loss"]

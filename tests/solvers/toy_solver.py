@@ -66,7 +66,7 @@ class ToySolver(StandardSolver):
                 return {"skipped": 1.0}
             loss.backward()
             self.optimizer_step(self.optimizer, self.model)
-            critic_loss = self.critic(pred.detach()).pow(2).mean()
+            critic_loss = self.critic(pred.detach().float()).pow(2).mean()
             critic_loss.backward()
             self.optimizer_step(self.critic_optimizer, self.critic)
             self.end_update()
