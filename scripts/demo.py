@@ -51,6 +51,7 @@ def main() -> int:
     from audiogen_lab.utils.export import export_checkpoint
 
     xp = train_main.get_xp(overrides)
+    xp.link.load()
     sig = xp.sig
     history = xp.link.history
     print(f"[2/4] Loading //sig/{sig} with CompressionSolver.model_from_checkpoint", flush=True)

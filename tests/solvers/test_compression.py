@@ -130,3 +130,17 @@ def test_two_process_gloo_run_keeps_weights_synchronized(tiny_dataset, dora_dir)
     assert len(xp.link.history) == 2 and "valid" in xp.link.history[-1]
     state = torch.load(xp.folder / "checkpoint.th", weights_only=True)
     assert state["_train_step"] == 6
+
+
+def test_autocast_bf16_compression_steps_are_finite(tiny_dataset, dora_dir):
+    xp = main.get_xp(["solver=compression/debug", "autocast=true", "optim.epochs=1", "optim.updates_per_epoch=3",
+                      "dataset.valid.num_samples=4", "evaluate.every=100", "generate.every=100",
+                      "losses.adv=1.0", "losses.feat=1.0", "adversarial.adversaries=[msstftd]"]
+                     + dataset_overrides(tiny_dataset))
+    with xp.enter():
+        solver = get_solver(xp.cfg)
+        assert len(solver.adv_losses) == 1
+        solver.run()
+    train = solver.history[-1]["train"]
+    for key in ("msspec", "sisnr", "adv", "feat", "d_msstftd", "commitment", "mmd"):
+        assert key in train and torch.isfinite(torch.tensor(train[key])), key
