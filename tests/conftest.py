@@ -45,16 +45,21 @@ def _tonal_clip(gen: torch.Generator, duration: float, sample_rate: int) -> torc
 
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory):
-    """Generated tonal clips at 16 kHz with a manifest per split: train/valid/evaluate/generate."""
+    """Generated tonal clips at 16 kHz with a manifest per split: eight 1 s clips for train and valid,
+    two 4 s clips for evaluate and generate."""
     from audiogen_lab.data.audio import audio_write
     from audiogen_lab.data.audio_dataset import find_audio_files, save_audio_meta
 
     root = tmp_path_factory.mktemp("tiny_dataset")
     gen = torch.Generator().manual_seed(0)
-    for split, count, duration in (("train", 24, 2.0), ("valid", 4, 2.0), ("evaluate", 2, 4.0), ("generate", 2, 4.0)):
+    train = [_tonal_clip(gen, 1.0, 16000) for _ in range(8)]
+    splits = {"train": train, "valid": train,  # a small task: learn to code these eight clips
+              "evaluate": [_tonal_clip(gen, 4.0, 16000) for _ in range(2)],
+              "generate": [_tonal_clip(gen, 4.0, 16000) for _ in range(2)]}
+    for split, clips in splits.items():
         folder = root / split
-        for index in range(count):
-            audio_write(folder / f"clip_{index:03d}.wav", _tonal_clip(gen, duration, 16000), 16000)
+        for index, clip in enumerate(clips):
+            audio_write(folder / f"clip_{index:03d}.wav", clip, 16000)
         save_audio_meta(folder / "data.jsonl", find_audio_files(folder))
     return root
 

@@ -18,8 +18,9 @@ from audiogen_lab.utils.export import export_checkpoint
 from ..conftest import dataset_overrides
 
 ROOT = Path(__file__).resolve().parents[2]
+# Segments cover whole 1 s clips (no random offsets), so the task is to learn to code eight clips.
 LEARN_ARGS = ["solver=compression/debug", "optim.epochs=4", "optim.updates_per_epoch=40",
-              "evaluate.every=4", "generate.every=4", "dataset.valid.num_samples=8"]
+              "evaluate.every=4", "generate.every=4", "dataset.valid.num_samples=8", "dataset.min_segment_ratio=1.0"]
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +47,7 @@ def test_debug_codec_learns(trained_xp):
     xp, solver = trained_xp
     history = solver.history
     first, last = history[0]["valid"], history[-1]["valid"]
-    assert last["si_snr"] > first["si_snr"] + 3.0, [h["valid"]["si_snr"] for h in history]
+    assert last["si_snr"] > first["si_snr"] + 6.0, [h["valid"]["si_snr"] for h in history]
     assert last["mel_dist"] < first["mel_dist"]
     # the dependence metrics and codebook usage are reported every valid stage
     for key in ("nmi", "nmi_corrected", "perplexity_q0", "usage_q3", "mmd", "bandwidth"):
