@@ -32,7 +32,7 @@ test: install
 	$(PY) -m pytest tests -q
 
 lint: install
-	$(PY) -m ruff check audiogen_lab grids scripts tests
+	$(PY) -m ruff check --select E,F,W,B --ignore B905 --line-length 120 audiogen_lab grids scripts tests
 
 bench: install
 	$(PY) scripts/bench_compression.py

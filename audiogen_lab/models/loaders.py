@@ -9,21 +9,18 @@ Files are read with ``torch.load(weights_only=True)``: anything needing arbitrar
 """
 from __future__ import annotations
 
-import pickle
 import typing as tp
 from pathlib import Path
 
 import omegaconf
 import torch
 
+from ..utils.checkpoint import PRETRAINED_PREFIX, SIG_PREFIX
+from ..utils.export import load_export as _load_export
 from . import builders
 from .compression import CompressionModel
 from .pretrained import PRETRAINED_CHECKPOINTS, get_pretrained_model
 
-EXPORT_FORMAT = 'audiogen_lab.export'
-EXPORT_VERSION = 1
-PRETRAINED_PREFIX = '//pretrained/'
-SIG_PREFIX = '//sig/'
 
 
 def _pretrained_name(name_or_path: str) -> tp.Optional[str]:
@@ -38,35 +35,8 @@ def _pretrained_name(name_or_path: str) -> tp.Optional[str]:
 
 
 def load_export(path: tp.Union[str, Path], family: str = 'compression') -> tp.Dict[str, tp.Any]:
-    """Read and check an exported file of model `family`; returns its dict (see module docstring)."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such exported model file.")
-    try:
-        package = torch.load(path, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise RuntimeError(
-            f"{path}: refusing to load, the file needs arbitrary unpickling (it may run code): "
-            f"{str(err).splitlines()[0]}. Exports hold only tensors, numbers and strings; re-export the "
-            "model with the solver's export utility.") from err
-    except (RuntimeError, EOFError) as err:
-        raise RuntimeError(f"{path}: cannot be read, the file is corrupt or truncated ({err}).") from err
-    if not isinstance(package, dict) or package.get('format') != EXPORT_FORMAT:
-        found = package.get('format') if isinstance(package, dict) else type(package).__name__
-        raise ValueError(f"{path}: not an audiogen_lab export (format {found!r}, expected {EXPORT_FORMAT!r}); "
-                         "write it with the solver's export utility.")
-    version = package.get('version')
-    if not isinstance(version, int) or version > EXPORT_VERSION:
-        raise ValueError(f"{path}: export version {version!r} is not supported (this code reads versions "
-                         f"<= {EXPORT_VERSION}); update audiogen_lab.")
-    if package.get('family') != family:
-        raise ValueError(f"{path}: holds a {package.get('family')!r} model, expected a {family!r} model.")
-    for key in ('xp.cfg', 'model'):
-        if key not in package:
-            raise ValueError(f"{path}: export is missing its {key!r} entry.")
-    if not isinstance(package['xp.cfg'], str):
-        raise ValueError(f"{path}: 'xp.cfg' must be YAML text, got {type(package['xp.cfg']).__name__}.")
-    return package
+    """Read and check an exported file of model `family` (see :func:`audiogen_lab.utils.export.load_export`)."""
+    return _load_export(path, family)
 
 
 def load_compression_model_cfg(path: tp.Union[str, Path]) -> omegaconf.DictConfig:

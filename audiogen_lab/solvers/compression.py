@@ -101,10 +101,12 @@ class CompressionSolver(StandardSolver):
         balanced: tp.Dict[str, torch.Tensor] = {}
         if len(self.adv_losses) > 0:
             adv_total, feat_total = torch.zeros((), device=self.device), torch.zeros((), device=self.device)
-            for name, adversary in self.adv_losses.items():
+            for adversary in self.adv_losses.values():
                 adv, feat = adversary(y_pred, x)
                 adv_total, feat_total = adv_total + adv, feat_total + feat
-            balanced["adv"], balanced["feat"] = adv_total, feat_total
+            for name, value in (("adv", adv_total), ("feat", feat_total)):
+                if self.cfg.losses[name] > 0:
+                    balanced[name] = value
         for name, criterion in self.aux_losses.items():
             balanced[name] = criterion(y_pred, x)
 

@@ -40,10 +40,26 @@ def export_checkpoint(sig_or_path: tp.Union[str, Path], out: tp.Union[str, Path]
 
 
 def load_export(path: tp.Union[str, Path], family: tp.Optional[str] = None) -> tp.Dict[str, tp.Any]:
-    """Read an export written by :func:`export_checkpoint`, checking its format and family."""
+    """Read an export written by :func:`export_checkpoint`, checking its format, version and family.
+
+    Raises FileNotFoundError, :class:`~audiogen_lab.utils.checkpoint.CheckpointLoadError` (a file
+    needing arbitrary unpickling, or a corrupt one) or ValueError, each naming the file.
+    """
+    path = Path(path).expanduser()
     package = load_checkpoint(path)
     if not isinstance(package, dict) or package.get("format") != EXPORT_FORMAT:
-        raise ValueError(f"{path} is not an audiogen_lab export (expected format {EXPORT_FORMAT!r}).")
+        found = package.get("format") if isinstance(package, dict) else type(package).__name__
+        raise ValueError(f"{path}: not an audiogen_lab export (format {found!r}, expected {EXPORT_FORMAT!r}); "
+                         "write it with scripts/export.py.")
+    version = package.get("version")
+    if not isinstance(version, int) or version > EXPORT_VERSION:
+        raise ValueError(f"{path}: export version {version!r} is not supported (this code reads versions "
+                         f"<= {EXPORT_VERSION}); update audiogen_lab.")
     if family is not None and package.get("family") != family:
-        raise ValueError(f"{path} exports a {package.get('family')!r} model, not a {family!r} one.")
+        raise ValueError(f"{path}: holds a {package.get('family')!r} model, expected a {family!r} model.")
+    for key in ("xp.cfg", "model"):
+        if key not in package:
+            raise ValueError(f"{path}: export is missing its {key!r} entry.")
+    if not isinstance(package["xp.cfg"], str):
+        raise ValueError(f"{path}: 'xp.cfg' must be YAML text, got {type(package['xp.cfg']).__name__}.")
     return package

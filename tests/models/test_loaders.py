@@ -7,9 +7,9 @@ from omegaconf import OmegaConf
 
 from audiogen_lab.models.builders import get_compression_model
 from audiogen_lab.models.compression import CompressionModel
-from audiogen_lab.models.loaders import (EXPORT_FORMAT, load_compression_model, load_compression_model_cfg,
-                                         load_export)
+from audiogen_lab.models.loaders import load_compression_model, load_compression_model_cfg, load_export
 from audiogen_lab.models.pretrained import PRETRAINED_ENV
+from audiogen_lab.utils.export import EXPORT_FORMAT
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / 'config' / 'model' / 'encodec'
 

@@ -50,8 +50,8 @@ class ToySolver(StandardSolver):
         self.register_stateful("model", "critic", "optimizer", "critic_optimizer")
         self.register_best_state("model")
         self.register_ema("model")
-        self.register_lr_scheduler(
-            builders.get_lr_scheduler_from_config(self.optimizer, self.cfg.schedule, self.total_updates), "lr_scheduler")
+        scheduler = builders.get_lr_scheduler_from_config(self.optimizer, self.cfg.schedule, self.total_updates)
+        self.register_lr_scheduler(scheduler, "lr_scheduler")
         self.inject_nan_at: tp.Set[int] = set()
 
     def run_step(self, idx: int, batch: tp.Any, metrics: dict) -> dict:

@@ -43,7 +43,7 @@ def test_export_checks_content(tmp_path):
     out = export_checkpoint(solver_ckpt, tmp_path / "export.th")
     package = load_export(out, family="compression")
     assert package["xp.sig"] == "s1" and torch.equal(package["model"]["w"], torch.ones(2))
-    with pytest.raises(ValueError, match="not a 'lm'"):
+    with pytest.raises(ValueError, match="expected a 'lm' model"):
         load_export(out, family="lm")
     with pytest.raises(KeyError, match="generator"):
         export_checkpoint(solver_ckpt, tmp_path / "x.th", model_key="generator")
