@@ -145,3 +145,28 @@ def test_autocast_bf16_compression_steps_are_finite(tiny_dataset, dora_dir):
     train = solver.history[-1]["train"]
     for key in ("msspec", "sisnr", "adv", "feat", "d_msstftd", "commitment", "mmd"):
         assert key in train and torch.isfinite(torch.tensor(train[key])), key
+
+
+def test_notebook_access_and_export_script(trained_xp, tmp_path):
+    from audiogen_lab.train import get_solver_from_sig
+    xp, solver = trained_xp
+    restored = get_solver_from_sig(f"//sig/{xp.sig}", override_cfg={"dataset": {"num_workers": 0}})
+    for key, value in solver.best_state.states["model"].items():
+        torch.testing.assert_close(restored.model.state_dict()[key], value)
+    assert len(restored.history) == len(solver.history)
+    out = subprocess.run([sys.executable, "scripts/export.py", f"//sig/{xp.sig}", str(tmp_path / "codec.th")],
+                         cwd=ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert CompressionModel.get_pretrained(str(tmp_path / "codec.th")).num_codebooks == 4
+
+
+def test_continue_from_an_export(trained_xp, tiny_dataset, tmp_path):
+    xp, solver = trained_xp
+    path = export_checkpoint(f"//sig/{xp.sig}", tmp_path / "codec.th")
+    new_xp = main.get_xp(LEARN_ARGS + dataset_overrides(tiny_dataset) + [f"continue_from={path}", "seed=3"])
+    with new_xp.enter():
+        new = get_solver(new_xp.cfg)
+        assert not new.restore()  # no checkpoint of its own: starts from the export's weights
+    for key, value in solver.best_state.states["model"].items():
+        torch.testing.assert_close(new.model.state_dict()[key], value)
+    assert new.history == []
