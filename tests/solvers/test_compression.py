@@ -32,7 +32,7 @@ def trained_xp(tiny_dataset, tmp_path_factory):
     os.environ["AUDIOGEN_LAB_DORA_DIR"] = str(folder)
     AudioGenEnvironment.reset()
     main.dora.dir = folder
-    xp = main.get_xp(LEARN_ARGS + dataset_overrides(tiny_dataset))
+    xp = main.init_xp(main.get_xp(LEARN_ARGS + dataset_overrides(tiny_dataset)))  # as `dora run` does
     with xp.enter():
         solver = get_solver(xp.cfg)
         solver.run()
