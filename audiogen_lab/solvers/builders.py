@@ -128,7 +128,9 @@ def get_balancer(weights: tp.Dict[str, float], balancer_cfg: DictConfig) -> tp.A
 def get_mmd_loss(cfg: DictConfig) -> nn.Module:
     """The MMD codebook-independence loss with options from ``mmd``."""
     from ..losses import MMDIndependenceLoss
-    return MMDIndependenceLoss(**dict_from_config(cfg.mmd))
+    options = dict_from_config(cfg.mmd)
+    options.pop("warmup_updates", None)  # a schedule of the solver, not an option of the loss
+    return MMDIndependenceLoss(**options)
 
 
 def get_adversary(name: str, cfg: DictConfig) -> nn.Module:

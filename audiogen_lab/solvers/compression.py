@@ -122,7 +122,7 @@ class CompressionSolver(StandardSolver):
             if not self.check_finite({**balanced, **quantizer_losses, "output": y_pred}):
                 self.optimizer.zero_grad(set_to_none=True)
                 return {**metrics, "nonfinite": 1.0}
-            direct = sum((weights[name] * value for name, value in quantizer_losses.items()
+            direct = sum((self.quantizer_loss_weight(name) * value for name, value in quantizer_losses.items()
                           if value.requires_grad and weights[name] > 0), torch.zeros((), device=self.device))
             if direct.requires_grad:
                 direct.backward(retain_graph=True)
@@ -139,6 +139,16 @@ class CompressionSolver(StandardSolver):
         metrics.update({name: float(value.detach()) for name, value in balanced.items()})
         metrics.update({name: float(value.detach()) for name, value in quantizer_losses.items()})
         return metrics
+
+    def quantizer_loss_weight(self, name: str) -> float:
+        """Weight of a quantizer loss (``commitment`` or ``mmd``) at the current update.
+
+        The MMD weight ramps up linearly over ``mmd.warmup_updates`` updates (0: full weight at once), so
+        that the codec learns to reconstruct before codebook independence is enforced.
+        """
+        weight = float(self.cfg.losses[name])
+        warmup = self.cfg.mmd.get("warmup_updates", 0) if name == "mmd" else 0
+        return weight * min(1.0, (self._train_step + 1) / warmup) if warmup else weight
 
     def _reconstruction_metrics(self, y_pred: torch.Tensor, x: torch.Tensor) -> tp.Dict[str, float]:
         """SI-SNR (dB, over items whose reference is not digital silence, where it is undefined)

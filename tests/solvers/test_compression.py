@@ -170,3 +170,16 @@ def test_continue_from_an_export(trained_xp, tiny_dataset, tmp_path):
     for key, value in solver.best_state.states["model"].items():
         torch.testing.assert_close(new.model.state_dict()[key], value)
     assert new.history == []
+
+
+def test_mmd_weight_warms_up(trained_xp):
+    xp, solver = trained_xp
+    assert solver.cfg.mmd.warmup_updates == 1000 and solver.cfg.losses.mmd == pytest.approx(0.1)
+    solver._train_step = 0
+    assert solver.quantizer_loss_weight("mmd") == pytest.approx(0.1 / 1000)
+    solver._train_step = 499
+    assert solver.quantizer_loss_weight("mmd") == pytest.approx(0.05)
+    solver._train_step = 5000
+    assert solver.quantizer_loss_weight("mmd") == pytest.approx(0.1)
+    assert solver.quantizer_loss_weight("commitment") == pytest.approx(solver.cfg.losses.commitment)
+    solver._train_step = 160
