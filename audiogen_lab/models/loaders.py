@@ -63,11 +63,16 @@ def load_compression_model(name_or_path: tp.Union[str, Path],
     name = _pretrained_name(value)
     if name is not None:
         return get_pretrained_model(name, device=device)
-    package = load_export(value)
+    return model_from_export(load_export(value), value, device)
+
+
+def model_from_export(package: tp.Dict[str, tp.Any], source: tp.Union[str, Path],
+                      device: tp.Union[str, torch.device] = 'cpu') -> CompressionModel:
+    """Rebuild the model of a checked, loaded export (`source` names it in errors); eval mode on `device`."""
     cfg = omegaconf.OmegaConf.create(package['xp.cfg'])
     model = builders.get_compression_model(cfg)
     try:
         model.load_state_dict(package['model'])
     except RuntimeError as err:
-        raise RuntimeError(f"{value}: weights do not match the model built from its config: {err}") from err
+        raise RuntimeError(f"{source}: weights do not match the model built from its config: {err}") from err
     return model.to(device).eval()

@@ -133,7 +133,10 @@ class StandardSolver(ABC, flashy.BaseSolver):
 
         Families whose models can also start from an export or a ``//pretrained/`` name override this.
         """
-        state = checkpoint.load_checkpoint(checkpoint.resolve_checkpoint_path(name))
+        self.load_best_states_from(checkpoint.load_checkpoint(checkpoint.resolve_checkpoint_path(name)), name)
+
+    def load_best_states_from(self, state: dict, name: str) -> None:
+        """Load the best states of a loaded solver checkpoint `state` (read from `name`) into the models."""
         best = state["best_state"]["states"]
         for key, value in best.items():
             if key in self.best_state.sources:

@@ -16,8 +16,9 @@ from ..metrics.audio import MelDistance, si_snr
 from ..metrics.codebook import CodebookStats
 from ..models import builders as model_builders
 from ..models.compression import CompressionModel
+from ..models.loaders import model_from_export
 from ..utils import checkpoint
-from ..utils.export import EXPORT_FORMAT
+from ..utils.export import check_export, is_export
 from ..utils.samples import SampleWriter
 from ..utils.utils import dict_from_config
 from . import builders
@@ -218,12 +219,16 @@ class CompressionSolver(StandardSolver):
     # ------------------------------------------------------------------ loading
     def load_continue_from(self, name: str) -> None:
         """Also accepts ``//pretrained/NAME`` and exports, as long as the architectures match."""
-        if name.startswith(checkpoint.PRETRAINED_PREFIX) or _is_export(name):
-            source = CompressionModel.get_pretrained(name)
-            self.model.load_state_dict(source.state_dict())
-            self.logger.info("Initialised the model from %s", name)
-            return
-        super().load_continue_from(name)
+        if name.startswith(checkpoint.PRETRAINED_PREFIX):
+            self.model.load_state_dict(CompressionModel.get_pretrained(name).state_dict())
+        else:
+            path = checkpoint.resolve_checkpoint_path(name)
+            state = checkpoint.load_checkpoint(path)
+            if not is_export(state):
+                self.load_best_states_from(state, name)
+                return
+            self.model.load_state_dict(check_export(state, path, "compression")["model"])
+        self.logger.info("Initialised the model from %s", name)
 
     @staticmethod
     def model_from_checkpoint(checkpoint_path: tp.Union[str, Path], device: tp.Union[str, torch.device] = "cpu"
@@ -235,8 +240,8 @@ class CompressionSolver(StandardSolver):
             return CompressionModel.get_pretrained(name, device=device)
         path = checkpoint.resolve_checkpoint_path(name)
         state = checkpoint.load_checkpoint(path)
-        if isinstance(state, dict) and state.get("format") == EXPORT_FORMAT:
-            return CompressionModel.get_pretrained(str(path), device=device)
+        if is_export(state):
+            return model_from_export(check_export(state, path, "compression"), path, device)
         if "xp.cfg" not in state or "best_state" not in state:
             raise ValueError(f"{path} is not a compression solver checkpoint (no config or best state).")
         cfg = OmegaConf.create(state["xp.cfg"])
@@ -259,14 +264,6 @@ class CompressionSolver(StandardSolver):
         for param in model.parameters():
             param.requires_grad_(False)
         return model
-
-
-def _is_export(name: str) -> bool:
-    path = Path(name)
-    if not path.is_file():
-        return False
-    state = checkpoint.load_checkpoint(path)
-    return isinstance(state, dict) and state.get("format") == EXPORT_FORMAT
 
 
 class _NoStats:

@@ -46,7 +46,16 @@ def load_export(path: tp.Union[str, Path], family: tp.Optional[str] = None) -> t
     needing arbitrary unpickling, or a corrupt one) or ValueError, each naming the file.
     """
     path = Path(path).expanduser()
-    package = load_checkpoint(path)
+    return check_export(load_checkpoint(path), path, family)
+
+
+def is_export(state: tp.Any) -> bool:
+    """Whether a loaded file holds an export (rather than a solver checkpoint)."""
+    return isinstance(state, dict) and state.get("format") == EXPORT_FORMAT
+
+
+def check_export(package: tp.Any, path: tp.Union[str, Path], family: tp.Optional[str] = None) -> tp.Dict[str, tp.Any]:
+    """Check the format, version, family and entries of an already loaded export read from `path`."""
     if not isinstance(package, dict) or package.get("format") != EXPORT_FORMAT:
         found = package.get("format") if isinstance(package, dict) else type(package).__name__
         raise ValueError(f"{path}: not an audiogen_lab export (format {found!r}, expected {EXPORT_FORMAT!r}); "
