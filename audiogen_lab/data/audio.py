@@ -8,6 +8,7 @@ from pathlib import Path
 import logging
 import typing as tp
 
+import numpy as np
 import soundfile as sf
 import torch
 
@@ -76,8 +77,9 @@ def audio_read(path: PathLike, seek_time: float = 0., duration: float = -1.,
     Returns:
         `(wav, sample_rate)` with `wav` a float32 tensor `[C, T]`.
     Raises:
-        AudioReadError: the file cannot be opened or decoded, the seek time is past its end, or it
-            holds fewer frames than its header claims before the requested end (truncated file).
+        AudioReadError: the file cannot be opened or decoded, the seek time is past its end, it
+            holds fewer frames than its header claims before the requested end (truncated file), or
+            the frames read hold NaN or infinite samples.
     """
     if seek_time < 0:
         raise ValueError(f"seek_time must be >= 0, got {seek_time} for {path}.")
@@ -102,10 +104,67 @@ def audio_read(path: PathLike, seek_time: float = 0., duration: float = -1.,
     if data.shape[0] < expected - tolerance:
         raise AudioReadError(path, f"truncated: the header claims {total} frames but only "
                                    f"{start + data.shape[0]} could be decoded.")
+    if not np.isfinite(data).all():
+        bad = int(data.size - np.isfinite(data).sum())
+        raise AudioReadError(path, f"{bad} NaN or infinite samples between {seek_time:.3f}s and "
+                                   f"{(start + data.shape[0]) / sample_rate:.3f}s.")
     wav = torch.from_numpy(data.T.copy())  # [C, T]
     if pad and wanted > wav.shape[-1]:
         wav = torch.nn.functional.pad(wav, (0, wanted - wav.shape[-1]))
     return wav, sample_rate
+
+
+@dataclass
+class AudioScan:
+    """What decoding a whole file found.
+
+    Attributes:
+        header_frames: frames the header claims.
+        frames: frames actually decoded.
+        peak: peak absolute amplitude over the finite samples (0 for an empty file).
+        nonfinite: number of NaN or infinite samples.
+        tolerance: frames a file may lack before it counts as truncated (MP3 headers estimate).
+    """
+    header_frames: int
+    frames: int
+    peak: float
+    nonfinite: int
+    tolerance: int = 0
+
+    @property
+    def truncated(self) -> bool:
+        return self.frames < self.header_frames - self.tolerance
+
+
+def audio_scan(path: PathLike, block_frames: int = 1 << 16) -> AudioScan:
+    """Decode a whole file block by block (bounded memory) and report its length, peak and bad samples.
+
+    Raises `AudioReadError` when the file cannot be opened. A decoding error part-way counts as a
+    truncated file (fewer frames decoded than the header claims).
+    """
+    frames, peak, nonfinite = 0, 0., 0
+    try:
+        with sf.SoundFile(str(path)) as handle:
+            header_frames = int(handle.frames)
+            tolerance = MP3_FRAME_TOLERANCE if handle.format == 'MP3' else 0
+            try:
+                while True:
+                    block = handle.read(frames=block_frames, dtype='float32', always_2d=True)
+                    if block.shape[0] == 0:
+                        break
+                    frames += block.shape[0]
+                    finite = np.isfinite(block)
+                    nonfinite += int(block.size - finite.sum())
+                    if finite.any():
+                        peak = max(peak, float(np.abs(block[finite]).max()))
+                    if block.shape[0] < block_frames:
+                        break
+            except (sf.SoundFileError, RuntimeError) as exc:
+                logger.debug("Decoding %s stopped after %d frames: %s", path, frames, exc)
+    except (sf.SoundFileError, RuntimeError, OSError, ValueError) as exc:
+        raise AudioReadError(path, str(exc)) from exc
+    return AudioScan(header_frames=header_frames, frames=frames, peak=peak, nonfinite=nonfinite,
+                     tolerance=tolerance)
 
 
 def audio_write(path: PathLike, wav: torch.Tensor, sample_rate: int, format: tp.Optional[str] = None,

@@ -95,7 +95,7 @@ def test_cli_builds_a_portable_manifest(folder, tmp_path, capsys):
     assert sum(line['duration'] for line in lines) == 10.0
     assert lines[0]['info_path'] == 'sub0/f0.json'
     dataset = AudioDataset.from_meta(folder, segment_duration=0.5, sample_rate=SR, channels=1, num_samples=4)
-    assert len(dataset.meta) == 4 and dataset[0].shape == (1, 4000)
+    assert len(dataset.meta) == 4 and dataset[0]['audio'].shape == (1, 4000)
     # As a module, with --resolve (absolute paths) and a gzipped output.
     out = tmp_path / 'manifests' / 'train.jsonl.gz'
     proc = subprocess.run([sys.executable, '-m', 'audiogen_lab.data.audio_dataset', str(folder), str(out),
@@ -106,32 +106,41 @@ def test_cli_builds_a_portable_manifest(folder, tmp_path, capsys):
 
 
 def make_dataset(folder: Path, **kwargs) -> AudioDataset:
-    kwargs = {'segment_duration': 0.5, 'sample_rate': SR, 'channels': 1, 'num_samples': 50, **kwargs}
-    return AudioDataset(find_audio_files(folder), **kwargs)
+    defaults = {'segment_duration': 0.5, 'sample_rate': SR, 'channels': 1}
+    if kwargs.get('shuffle', True):
+        defaults['num_samples'] = 50
+    return AudioDataset(find_audio_files(folder), **{**defaults, **kwargs})
+
+
+def pair(item: dict) -> tuple:
+    """`(audio, info)` of an item dict."""
+    return item['audio'], item['info']
 
 
 def test_sampling_is_a_pure_function_of_seed_epoch_index(folder):
     dataset = make_dataset(folder, return_info=True)
-    first = [dataset[i] for i in range(10)]
+    first = [pair(dataset[i]) for i in range(10)]
     other = pickle.loads(pickle.dumps(make_dataset(folder, return_info=True)))
-    backwards = {i: other[i] for i in reversed(range(10))}  # access order does not matter
+    backwards = {i: pair(other[i]) for i in reversed(range(10))}  # access order does not matter
     for (wav, info), (wav2, info2) in zip(first, [backwards[i] for i in range(10)]):
         assert torch.equal(wav, wav2) and info.seek_time == info2.seek_time and info.meta == info2.meta
     seeks = [info.seek_time for _, info in first]
     assert len(set(seeks)) == 10  # different indices, different segments
     dataset.set_epoch(1)
-    assert all(dataset[i][1].seek_time != seeks[i] for i in range(10))
+    assert all(dataset[i]['info'].seek_time != seeks[i] for i in range(10))
     dataset.set_epoch(0)
-    assert [dataset[i][1].seek_time for i in range(10)] == seeks
-    assert [make_dataset(folder, return_info=True, seed=1)[i][1].seek_time for i in range(10)] != seeks
+    assert [dataset[i]['info'].seek_time for i in range(10)] == seeks
+    assert [make_dataset(folder, return_info=True, seed=1)[i]['info'].seek_time for i in range(10)] != seeks
 
 
 def test_dataloader_workers_yield_the_same_items(folder):
     dataset = make_dataset(folder, num_samples=8)
     loader = torch.utils.data.DataLoader(dataset, batch_size=2, num_workers=2, collate_fn=dataset.collater)
-    batches = torch.cat(list(loader))
-    assert batches.shape == (8, 1, 4000)
-    assert torch.equal(batches, torch.stack([dataset[i] for i in range(8)]))
+    batches = list(loader)
+    audio = torch.cat([batch['audio'] for batch in batches])
+    assert audio.shape == (8, 1, 4000)
+    assert torch.equal(audio, torch.stack([dataset[i]['audio'] for i in range(8)]))
+    assert sum((batch['paths'] for batch in batches), []) == [dataset[i]['path'] for i in range(8)]
 
 
 def test_segments_hold_the_file_audio_at_the_seek_time(tmp_path):
@@ -140,7 +149,7 @@ def test_segments_hold_the_file_audio_at_the_seek_time(tmp_path):
     audio_write(root / 'ramp.wav', ramp, SR, subtype='FLOAT')
     dataset = make_dataset(root, return_info=True, num_samples=5)
     for i in range(5):
-        wav, info = dataset[i]
+        wav, info = pair(dataset[i])
         start = round(info.seek_time * SR)
         assert 0 <= info.seek_time <= 1.75
         assert info.n_frames == min(4000, 2 * SR - start) and info.total_frames == 4000
@@ -155,7 +164,7 @@ def test_resampling_channels_and_padding(tmp_path):
     audio_write(root / 'st.wav', torch.stack([left, right]), SR, subtype='FLOAT')
     dataset = make_dataset(root, shuffle=False, segment_duration=1.5, sample_rate=16000, return_info=True)
     assert len(dataset) == 1
-    wav, info = dataset[0]
+    wav, info = pair(dataset[0])
     assert wav.shape == (1, 24000) and info.seek_time == 0
     assert info.n_frames == 16000 and info.sample_rate == 16000
     spectrum = torch.fft.rfft(wav[0, :16000]).abs()
@@ -163,7 +172,7 @@ def test_resampling_channels_and_padding(tmp_path):
     assert wav[0, 4000:12000].abs().max().item() == pytest.approx(0.3, abs=0.01)  # mean of 0.4 and 0.2
     assert wav[0, 16000:].abs().max() == 0
     unpadded = make_dataset(root, shuffle=False, segment_duration=1.5, pad=False)
-    assert unpadded[0].shape == (1, SR)
+    assert unpadded[0]['audio'].shape == (1, SR) and unpadded[0]['length'] == SR
 
 
 def test_duration_and_weight_drive_sampling(tmp_path):
@@ -172,42 +181,47 @@ def test_duration_and_weight_drive_sampling(tmp_path):
     constant_file(root / 'long.wav', 0.3, 3.0)
     metas = find_audio_files(root)
     by_duration = AudioDataset(metas, segment_duration=0.25, num_samples=400, sample_rate=SR, channels=1)
-    long_share = sum(by_duration[i][0, 0].item() > 0.2 for i in range(400)) / 400
+    long_share = sum(by_duration[i]['audio'][0, 0].item() > 0.2 for i in range(400)) / 400
     assert long_share == pytest.approx(0.75, abs=0.07)
     for meta in metas:
         meta.weight = 3.0 if meta.path == str(short.resolve()) else 1.0
     weighted = AudioDataset(metas, segment_duration=0.25, num_samples=400, sample_rate=SR, channels=1)
-    assert sum(weighted[i][0, 0].item() > 0.2 for i in range(400)) / 400 == pytest.approx(0.5, abs=0.07)
+    assert sum(weighted[i]['audio'][0, 0].item() > 0.2 for i in range(400)) / 400 == pytest.approx(0.5, abs=0.07)
     uniform = AudioDataset(metas, segment_duration=0.25, num_samples=400, sample_rate=SR, channels=1,
                            sample_on_duration=False, sample_on_weight=False)
-    assert sum(uniform[i][0, 0].item() > 0.2 for i in range(400)) / 400 == pytest.approx(0.5, abs=0.07)
+    assert sum(uniform[i]['audio'][0, 0].item() > 0.2 for i in range(400)) / 400 == pytest.approx(0.5, abs=0.07)
 
 
 def test_segment_info_carries_captions(folder):
     metas = find_audio_files(folder)
     dataset = AudioDataset(metas, segment_duration=0.5, shuffle=False, sample_rate=SR, channels=1, return_info=True)
     items = [dataset[i] for i in range(len(dataset))]
-    captioned = [info for _, info in items if info.meta.info_path is not None]
+    captioned = [item['info'] for item in items if item['info'].meta.info_path is not None]
     assert len(captioned) == 1
     assert captioned[0].description == 'a quiet drone'
     assert captioned[0].attributes == {'genre': 'ambient', 'tempo': 60}
-    assert all(info.description is None and info.attributes == {} for _, info in items if info.meta.info_path is None)
-    wav, infos = dataset.collater(items)
+    assert all(info.description is None and info.attributes == {}
+               for info in (item['info'] for item in items) if info.meta.info_path is None)
+    batch = dataset.collater(items)
+    wav, infos = batch['audio'], batch['info']
     assert wav.shape == (4, 1, 4000) and all(isinstance(info, SegmentInfo) for info in infos)
-    assert [info.meta.path for info in infos] == [m.path for m in metas]
+    assert [info.meta.path for info in infos] == [m.path for m in metas] == batch['paths']
+    assert batch['mask'].all()  # every segment is real audio (files of 1 s or more)
 
 
 def test_whole_files_and_collater(folder):
     dataset = make_dataset(folder, segment_duration=None, shuffle=False, return_info=True)
-    wavs = [dataset[i] for i in range(len(dataset))]
-    assert [w.shape[-1] for w, _ in wavs] == [int(m.duration * SR) for m in dataset.meta]
-    batch, infos = dataset.collater(wavs[:2])
-    longest = max(w.shape[-1] for w, _ in wavs[:2])
-    assert batch.shape == (2, 1, longest) and all(info.total_frames == longest for info in infos)
-    assert infos[0].n_frames == wavs[0][1].n_frames
-    strict = make_dataset(folder, segment_duration=None, shuffle=False, pad=False)
-    with pytest.raises(ValueError, match='different lengths'):
-        strict.collater([strict[0], strict[1]])
+    items = [dataset[i] for i in range(len(dataset))]
+    assert [item['audio'].shape[-1] for item in items] == [int(m.duration * SR) for m in dataset.meta]
+    batch = dataset.collater(items[:2])
+    lengths = [item['length'] for item in items[:2]]
+    assert batch['audio'].shape == (2, 1, max(lengths))
+    assert all(info.total_frames == max(lengths) for info in batch['info'])
+    assert batch['info'][0].n_frames == items[0]['info'].n_frames
+    assert batch['mask'].sum(-1).tolist() == lengths
+    for row, item in enumerate(items[:2]):  # real audio where the mask is True, zeros elsewhere
+        assert torch.equal(batch['audio'][row, :, :item['length']], item['audio'])
+        assert batch['audio'][row, :, item['length']:].abs().sum() == 0
 
 
 def test_bad_files_are_skipped_warned_and_counted(folder, make_truncated, caplog):
@@ -223,7 +237,7 @@ def test_bad_files_are_skipped_warned_and_counted(folder, make_truncated, caplog
     dataset = AudioDataset(metas, segment_duration=0.5, num_samples=40, sample_rate=SR, channels=1,
                            return_info=True, max_failure_ratio=0.5, name='unit')
     with caplog.at_level(logging.WARNING):
-        items = [dataset[i] for i in range(40)]
+        items = [pair(dataset[i]) for i in range(40)]
     assert {Path(p).name for p in dataset.failed_files} == {'corrupt.wav', 'truncated.wav'}
     assert 'corrupt.wav' in caplog.text and 'truncated.wav' in caplog.text
     for wav, info in items:  # real audio from a good file, never zeros
@@ -234,7 +248,7 @@ def test_bad_files_are_skipped_warned_and_counted(folder, make_truncated, caplog
     # The same items with a fresh dataset: failures do not change what is drawn.
     again = AudioDataset(metas, segment_duration=0.5, num_samples=40, sample_rate=SR, channels=1,
                          return_info=True, max_failure_ratio=0.5)
-    assert all(torch.equal(again[i][0], items[i][0]) for i in reversed(range(40)))
+    assert all(torch.equal(again[i]['audio'], items[i][0]) for i in reversed(range(40)))
 
 
 def test_sequential_dataset_skips_a_bad_file(folder):
@@ -242,7 +256,7 @@ def test_sequential_dataset_skips_a_bad_file(folder):
     Path(metas[1].path).write_bytes(b'nothing')
     dataset = AudioDataset(metas, segment_duration=0.5, shuffle=False, sample_rate=SR, channels=1,
                            return_info=True, max_failure_ratio=0.5)
-    assert dataset[1][1].meta == metas[2]
+    assert dataset[1]['info'].meta == metas[2]
     assert dataset.failed_files == {metas[1].path}
 
 
@@ -253,7 +267,7 @@ def test_file_shorter_than_its_manifest_entry_is_truncated(folder, make_truncate
     dataset = AudioDataset(metas, segment_duration=0.5, shuffle=False, sample_rate=SR, channels=1,
                            max_failure_ratio=0.5)
     with caplog.at_level(logging.WARNING):
-        wav = dataset[1]
+        wav = dataset[1]['audio']
     assert 'the manifest says 3.000s' in caplog.text
     assert dataset.failed_files == {metas[1].path}
     assert torch.allclose(wav, torch.tensor(0.2))  # the next file, f1, not zero padding
