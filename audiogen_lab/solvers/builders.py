@@ -66,39 +66,10 @@ def split_batch_size(batch_size: int, key: str = "dataset.batch_size") -> int:
 
 def get_audio_datasets(cfg: DictConfig, updates_per_epoch: tp.Optional[int] = None,
                        **extra: tp.Any) -> tp.Dict[str, torch.utils.data.DataLoader]:
-    """Data loaders of :class:`AudioDataset` for every split named in ``datasource``.
-
-    ``dataset.<key>`` options apply to every split and ``dataset.<split>.<key>`` overrides them.
-    The train split samples random segments (``shuffle=True``); other splits go through files in
-    order. Without ``dataset.train.num_samples``, the train split holds exactly one epoch of batches.
-    """
-    loaders = {}
-    base = OmegaConf.to_container(cfg.dataset, resolve=True)
-    assert isinstance(base, dict)
-    per_split = {split: base.pop(split, None) or {} for split in DATASET_SPLITS}
-    for split in DATASET_SPLITS:
-        path = cfg.datasource.get(split)
-        if path is None:
-            continue
-        kwargs = {**base, **per_split[split], **extra}
-        batch_size = split_batch_size(kwargs.pop("batch_size"), f"dataset.{split}.batch_size")
-        num_workers = kwargs.pop("num_workers", 0)
-        if split == "train":
-            kwargs.setdefault("shuffle", True)
-            if kwargs.get("num_samples") is None and updates_per_epoch:
-                kwargs["num_samples"] = updates_per_epoch * batch_size * flashy.distrib.world_size()
-        else:
-            kwargs["shuffle"] = False
-        if kwargs.get("num_samples") is None:
-            kwargs.pop("num_samples", None)
-        dataset = AudioDataset.from_meta(to_absolute_path(str(path)), sample_rate=cfg.sample_rate,
-                                         channels=cfg.channels, seed=cfg.seed, name=split, **kwargs)
-        collate = dataset.collater if kwargs.get("return_info") else None
-        loaders[split] = flashy.distrib.loader(
-            dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False, collate_fn=collate,
-            drop_last=split == "train", persistent_workers=False)
-        logger.info("Dataset %s: %d items from %s", split, len(dataset), path)
-    return loaders
+    """Data loaders of dict batches for every split named in ``datasource``: see
+    :func:`audiogen_lab.data.builders.get_dataloaders` (``dataset.kind`` picks the dataset)."""
+    from ..data.builders import get_dataloaders
+    return get_dataloaders(cfg, updates_per_epoch=updates_per_epoch, **extra)
 
 
 # ---------------------------------------------------------------------- losses
