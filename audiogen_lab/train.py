@@ -8,22 +8,38 @@ In a notebook::
 
     from audiogen_lab.train import get_solver_from_sig
     solver = get_solver_from_sig('SIG')                      # restored, with its best weights loaded
+
+Before anything is written to the XP folder, ``dora run`` checks the command line and the config
+(:mod:`audiogen_lab.config_check`: values of the common keys, keys added with ``+`` that no config
+defines, unknown solver names, ``device=cuda`` without a GPU) and takes the XP's lock
+(:class:`~audiogen_lab.utils.lock.XPLock`, ``run.lock`` in the XP folder) so that a second run of the
+same XP is refused while the first one is alive. These user errors print one line, without a
+traceback; ``HYDRA_FULL_ERROR=1`` shows the traceback.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
 import typing as tp
 from pathlib import Path
 
 import dora
+import dora.distrib
 import flashy
 import torch
-from dora import hydra_main
+from dora.hydra import HydraMain
+from hydra.errors import CompactHydraException, HydraException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
+from .config_check import (ConfigError, check_added_keys, closest_keys, split_added_keys, unknown_option_message,
+                           validate_config)
 from .environment import AudioGenEnvironment
 from .solvers.builders import get_solver
+from .utils.checkpoint import CheckpointLoadError
+from .utils.lock import XPLock, XPLockedError
 from .utils.utils import pick_device, seed_everything
 
 logger = logging.getLogger(__name__)
@@ -55,17 +71,118 @@ def init_distributed(cfg: DictConfig) -> None:
         flashy.distrib.init(backend=backend)
 
 
-@hydra_main(config_path="../config", config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> tp.Any:
-    init_seed_and_system(cfg)
-    init_logging(cfg)
-    init_distributed(cfg)
+#: Errors caused by what the user asked for: printed as one line, without a traceback.
+USER_ERRORS: tp.Tuple[tp.Type[BaseException], ...] = (ConfigError, XPLockedError, CheckpointLoadError)
+
+
+class UserError(CompactHydraException):
+    """A user error raised inside the Hydra task: Hydra prints its message alone, without a traceback."""
+
+
+def lock_name(cfg: DictConfig) -> tp.Optional[str]:
+    """The lock a run of `cfg` takes in its XP folder, or None (``show=true``).
+
+    Training takes ``run.lock``. ``execute_only=STAGE`` takes ``execute_only_STAGE.lock`` instead: it
+    only reads the checkpoint (written atomically) and never writes the history or the checkpoint, so
+    it may run while the XP trains, but two runs of the same stage would write the same
+    ``STAGE.log.{rank}`` and samples.
+    """
     if cfg.get("show"):
-        solver = get_solver(cfg)
-        solver.show()
         return None
-    solver = get_solver(cfg)
-    return solver.run()
+    if cfg.get("execute_only"):
+        return f"execute_only_{cfg.execute_only}.lock"
+    return "run.lock"
+
+
+def xp_lock(xp: dora.XP) -> tp.ContextManager[tp.Any]:
+    """The lock of `xp` on rank 0; nothing on other ranks and for ``show=true``."""
+    name = lock_name(xp.cfg)
+    if name is None or dora.distrib.get_distrib_spec().rank > 0:
+        return contextlib.nullcontext()
+    return XPLock(xp.folder, name=name, description=f"XP {xp.sig}")
+
+
+class AudioGenMain(HydraMain):
+    """Dora's Hydra entry point, with the command line checked and the XP locked before anything is written.
+
+    Dora writes ``.argv.json`` (which also stores keys outside the signature, such as ``device``) in
+    :meth:`init_xp`, and Hydra writes ``.hydra/`` and the logs when the task starts; both come after
+    the checks and the lock, so a refused run leaves the XP folder untouched.
+    """
+
+    def get_xp(self, argv: tp.Sequence[str]) -> dora.XP:
+        try:
+            return super().get_xp(argv)
+        except (HydraException, OmegaConfBaseException) as err:
+            raise self._command_line_error(err, list(argv)) from err
+
+    def check_xp(self, xp: dora.XP, check_device: bool = True) -> None:
+        """Values of the config, keys added with ``+``, and (`check_device`) the device on this machine."""
+        kept, added = split_added_keys(xp.argv, self._config_groups)
+        if added:
+            check_added_keys(added, self._get_config(kept))
+        validate_config(xp.cfg, check_device=check_device)
+
+    def init_xp(self, xp: dora.XP) -> dora.XP:
+        """Checks (without the device: grids are often prepared on a machine without GPU), then Dora's."""
+        self.check_xp(xp, check_device=False)
+        return super().init_xp(xp)
+
+    def __call__(self) -> tp.Any:
+        argv = self._get_argv()
+        if not self._is_active(argv):
+            return self._main()
+        xp = self.get_xp(argv)
+        self.check_xp(xp, check_device=True)
+        with xp_lock(xp):
+            HydraMain.init_xp(self, xp)
+            with xp.enter():
+                return self._main()
+
+    def _command_line_error(self, err: Exception, argv: tp.List[str]) -> ConfigError:
+        """One line for a Hydra or OmegaConf composition error."""
+        if isinstance(err, MissingConfigException) and err.missing_cfg_file:
+            group, _, option = err.missing_cfg_file.partition("/")
+            if option and (Path(self.full_config_path) / group).is_dir():
+                return ConfigError(unknown_option_message(group, option, Path(self.full_config_path)))
+        if isinstance(err, OverrideParseException):
+            return ConfigError(f"Invalid override {err.override!r}: {_first_line(err.message)}")
+        cause = err.__cause__
+        key = getattr(cause, "full_key", None) if cause is not None else None
+        text = _first_line(str(err))
+        if key and "not in struct" in str(cause):
+            arg = next((a for a in argv if a.split("=", 1)[0].lstrip("+~") == key), key)
+            reference, _ = self._get_base_config(argv)
+            close = closest_keys(key, reference)
+            hint = f"did you mean {', '.join(close)}?" if close else "no existing key is close."
+            return ConfigError(f"Unknown config key {key!r} in {arg!r}; {hint}")
+        return ConfigError(f"Invalid command line: {text}")
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    return lines[0] if lines else "unknown error"
+
+
+def audiogen_main(config_name: str, config_path: str, **kwargs: tp.Any) -> tp.Callable[[tp.Callable], AudioGenMain]:
+    """Like :func:`dora.hydra_main`, with :class:`AudioGenMain`."""
+    return lambda fn: AudioGenMain(fn, config_name=config_name, config_path=config_path, **kwargs)
+
+
+@audiogen_main(config_path="../config", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> tp.Any:
+    try:
+        init_seed_and_system(cfg)
+        init_logging(cfg)
+        init_distributed(cfg)
+        if cfg.get("show"):
+            solver = get_solver(cfg)
+            solver.show()
+            return None
+        solver = get_solver(cfg)
+        return solver.run()
+    except USER_ERRORS as err:
+        raise UserError(str(err)) from err
 
 
 main.dora.dir = AudioGenEnvironment.get_dora_dir()
@@ -107,6 +224,26 @@ def get_solver_from_sig(sig: str, *args: tp.Any, **kwargs: tp.Any) -> tp.Any:
 def xp_folder(sig: str) -> Path:
     """The folder of the XP with signature `sig`."""
     return Path(main.dora.dir) / "xps" / sig
+
+
+def _print_user_errors(kind: tp.Type[BaseException], value: BaseException, tb: tp.Any) -> None:
+    """Excepthook of the command line: user errors as one line, the rest (or HYDRA_FULL_ERROR=1) as usual."""
+    if issubclass(kind, USER_ERRORS) and os.environ.get("HYDRA_FULL_ERROR") != "1":
+        sys.stderr.write(f"Error: {value}\nSet the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace.\n")
+        return
+    _previous_excepthook(kind, value, tb)
+
+
+def _from_command_line() -> bool:
+    """Whether this process is the ``dora`` command or ``python -m audiogen_lab.train``."""
+    entry = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return entry == "dora" or (spec is not None and spec.name in ("dora.__main__", "audiogen_lab.train"))
+
+
+_previous_excepthook = sys.excepthook
+if _from_command_line():
+    sys.excepthook = _print_user_errors
 
 
 if __name__ == "__main__":
