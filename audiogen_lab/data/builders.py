@@ -35,11 +35,14 @@ LOADER_KEYS = ("batch_size", "num_workers", "kind")
 # Options the token and latent datasets understand; the audio-only keys of `dataset` are ignored there.
 CODE_OPTIONS = ("segment_duration", "shuffle", "num_samples", "pad")
 
-DatasetFactory = tp.Callable[[str, DictConfig, str, tp.Dict[str, tp.Any]], torch.utils.data.Dataset]
+# factory(path, cfg, split, options, batch_size): `options` are the split's `dataset` keys (minus the loader
+# keys), `batch_size` the per-rank batch size (iterable datasets hand whole batches to each worker).
+DatasetFactory = tp.Callable[[str, DictConfig, str, tp.Dict[str, tp.Any], int], torch.utils.data.Dataset]
 
 
 def _audio_factory(klass: tp.Type[AudioDataset]) -> DatasetFactory:
-    def build(path: str, cfg: DictConfig, split: str, options: tp.Dict[str, tp.Any]) -> torch.utils.data.Dataset:
+    def build(path: str, cfg: DictConfig, split: str, options: tp.Dict[str, tp.Any],
+              batch_size: int) -> torch.utils.data.Dataset:
         try:
             return klass.from_meta(path, sample_rate=cfg.sample_rate, channels=cfg.channels, seed=cfg.seed,
                                    name=split, **options)
@@ -53,11 +56,13 @@ def _code_options(options: tp.Dict[str, tp.Any]) -> tp.Dict[str, tp.Any]:
     return {key: options[key] for key in CODE_OPTIONS if key in options}
 
 
-def _tokens(path: str, cfg: DictConfig, split: str, options: tp.Dict[str, tp.Any]) -> torch.utils.data.Dataset:
-    return TokenShardDataset(path, seed=cfg.seed, name=split, **_code_options(options))
+def _tokens(path: str, cfg: DictConfig, split: str, options: tp.Dict[str, tp.Any],
+            batch_size: int) -> torch.utils.data.Dataset:
+    return TokenShardDataset(path, seed=cfg.seed, name=split, block_size=batch_size, **_code_options(options))
 
 
-def _latents(path: str, cfg: DictConfig, split: str, options: tp.Dict[str, tp.Any]) -> torch.utils.data.Dataset:
+def _latents(path: str, cfg: DictConfig, split: str, options: tp.Dict[str, tp.Any],
+             batch_size: int) -> torch.utils.data.Dataset:
     return LatentDataset(path, seed=cfg.seed, name=split, **_code_options(options))
 
 
@@ -135,13 +140,13 @@ def get_dataloaders(cfg: DictConfig, updates_per_epoch: tp.Optional[int] = None,
             options["shuffle"] = False
         if options.get("num_samples") is None:
             options.pop("num_samples", None)
-        dataset = DATASET_KINDS[kind](to_absolute_path(str(path)), cfg, split, options)
+        dataset = DATASET_KINDS[kind](to_absolute_path(str(path)), cfg, split, options, batch_size)
         common = dict(batch_size=batch_size, num_workers=num_workers, collate_fn=collate,
                       drop_last=split == "train", persistent_workers=False)
         if isinstance(dataset, torch.utils.data.IterableDataset):  # splits itself across ranks and workers
             loaders[split] = torch.utils.data.DataLoader(dataset, **common)
         else:
             loaders[split] = flashy.distrib.loader(dataset, shuffle=False, **common)
-        size = getattr(dataset, "num_items", lambda: len(dataset))()  # type: ignore[arg-type]
+        size = dataset.num_items() if hasattr(dataset, "num_items") else len(dataset)  # type: ignore[arg-type]
         logger.info("Dataset %s (%s): %d items from %s", split, kind, size, path)
     return loaders

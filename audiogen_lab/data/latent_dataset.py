@@ -135,7 +135,8 @@ class LatentDataset(torch.utils.data.Dataset):
         self.meta, self.files = load_latent_meta(self.folder)
         if shuffle and num_samples is None:
             raise ValueError(f"{name} ({self.folder}): a shuffled latent dataset needs num_samples.")
-        self.segment_frames = None if segment_duration is None else max(1, round(segment_duration * self.meta.frame_rate))
+        self.segment_frames = (None if segment_duration is None
+                               else max(1, round(segment_duration * self.meta.frame_rate)))
         lengths = torch.tensor([f['frames'] for f in self.files], dtype=torch.float64)
         self.plan = ItemPlan(lengths, shuffle, num_samples, seed)
         self.pad = pad

@@ -90,12 +90,19 @@ def choose(options: tp.Sequence[tp.Any], seed: int, epoch: int, index: int) -> t
     return options[int(torch.randint(len(options), (1,), generator=rng).item())]
 
 
-def consumer_shard(rank: tp.Optional[int] = None, world_size: tp.Optional[int] = None) -> tp.Tuple[int, int]:
-    """`(consumer, consumers)` for an iterable dataset: one consumer per (rank, DataLoader worker).
+def shard_indices(num_items: int, block_size: int = 1, rank: tp.Optional[int] = None,
+                  world_size: tp.Optional[int] = None) -> tp.Iterator[int]:
+    """The indices of `range(num_items)` that this rank and DataLoader worker read (iterable datasets).
 
-    `rank` / `world_size` default to torch.distributed's when it is initialised, else 0 / 1.
-    Consumer `c` reads the indices `c, c + consumers, ...`: every index is read exactly once.
+    Indices go in blocks of `block_size` (set it to the per-rank batch size): block `b` goes to rank
+    `b % world_size`, and a rank's `j`-th block to its worker `j % num_workers`. Every index is read
+    exactly once; with `num_items = updates × batch_size × world_size` every rank gets `updates` full
+    batches whatever the number of workers, and a DataLoader (which takes batches from its workers in
+    turn) yields the rank's blocks in order. `rank` / `world_size` default to torch.distributed's when it
+    is initialised, else 0 / 1.
     """
+    if block_size < 1:
+        raise ValueError(f"block_size must be >= 1, got {block_size}.")
     if world_size is None or rank is None:
         dist = torch.distributed
         initialised = dist.is_available() and dist.is_initialized()
@@ -105,4 +112,7 @@ def consumer_shard(rank: tp.Optional[int] = None, world_size: tp.Optional[int] =
         raise ValueError(f"rank {rank} is outside world size {world_size}.")
     worker = torch.utils.data.get_worker_info()
     worker_id, workers = (0, 1) if worker is None else (worker.id, worker.num_workers)
-    return rank * workers + worker_id, world_size * workers
+    num_blocks = -(-num_items // block_size)
+    for local, block in enumerate(range(rank, num_blocks, world_size)):
+        if local % workers == worker_id:
+            yield from range(block * block_size, min(num_items, (block + 1) * block_size))

@@ -80,7 +80,7 @@ def _scan_one(path: Path, check: bool, complete: bool) -> tp.Union[AudioMeta, Sk
                 return Skipped(str(path), NONFINITE, f"{scan.nonfinite} bad samples")
             if scan.truncated:
                 return Skipped(str(path), TRUNCATED, f"the header claims {scan.header_frames} frames, "
-                                                     f"only {scan.frames} decode")
+                                                     f"decoding stopped after {scan.frames}")
             amplitude = scan.peak if complete else None
         if info.duration <= 0:
             return Skipped(str(path), EMPTY, "the header claims 0 frames")

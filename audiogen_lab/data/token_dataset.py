@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .sampling import ItemPlan, consumer_shard
+from .sampling import ItemPlan, shard_indices
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ class TokenShardDataset(torch.utils.data.IterableDataset):
 
     Yields item dicts `tokens` long `[K, T]`, `length` (real frames; the rest is padding with 0) and
     `path` (the item's source). Item `i` reads entry/offset from `(seed, epoch, i)` (see `sampling`);
-    consumer `c` of `n` (one per rank and worker) yields the items `c, c + n, ...`.
+    items are split across ranks and workers in blocks of `block_size` (`sampling.shard_indices`).
 
     Args:
         folder: token folder (see the module docstring).
@@ -169,12 +169,14 @@ class TokenShardDataset(torch.utils.data.IterableDataset):
         num_samples: items per epoch (all ranks together); see `sampling` for the non-shuffled meaning.
         pad: pad crops shorter than the segment to its length (`length` says where).
         seed: sampling seed.
+        block_size: items per block when splitting across ranks and workers: the per-rank batch size
+            keeps every batch whole and the batch order independent of the number of workers.
         rank, world_size: override torch.distributed's (e.g. to split by hand).
         name: dataset name used in logs and errors.
     """
 
     def __init__(self, folder: PathLike, segment_duration: tp.Optional[float] = None, shuffle: bool = True,
-                 num_samples: tp.Optional[int] = None, pad: bool = True, seed: int = 0,
+                 num_samples: tp.Optional[int] = None, pad: bool = True, seed: int = 0, block_size: int = 1,
                  rank: tp.Optional[int] = None, world_size: tp.Optional[int] = None, name: str = 'tokens'):
         self.folder = Path(folder)
         self.name = name
@@ -193,12 +195,14 @@ class TokenShardDataset(torch.utils.data.IterableDataset):
                 entries.append((shard_index, int(offsets[i]), int(offsets[i + 1] - offsets[i])))
             self.sources.extend(sources)
         self.entries = entries
-        self.segment_frames = None if segment_duration is None else max(1, round(segment_duration * self.meta.frame_rate))
+        self.segment_frames = (None if segment_duration is None
+                               else max(1, round(segment_duration * self.meta.frame_rate)))
         if shuffle and num_samples is None:
             raise ValueError(f"{name} ({self.folder}): a shuffled token dataset needs num_samples.")
         lengths = torch.tensor([length for _, _, length in entries], dtype=torch.float64)
         self.plan = ItemPlan(lengths, shuffle, num_samples, seed)
         self.pad = pad
+        self.block_size = block_size
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
         self._arrays: tp.Dict[int, np.ndarray] = {}
@@ -242,6 +246,5 @@ class TokenShardDataset(torch.utils.data.IterableDataset):
         return {'tokens': codes, 'length': frames, 'path': self.sources[entry]}
 
     def __iter__(self) -> tp.Iterator[tp.Dict[str, tp.Any]]:
-        consumer, consumers = consumer_shard(self.rank, self.world_size)
-        for index in range(consumer, len(self.plan), consumers):
+        for index in shard_indices(len(self.plan), self.block_size, self.rank, self.world_size):
             yield self.get(index)
