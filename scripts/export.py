@@ -21,9 +21,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", help="//sig/SIG, an XP folder or a checkpoint file")
     parser.add_argument("out", help="the export file to write")
-    parser.add_argument("--model-key", default="model", help="which best-state entry to export")
+    parser.add_argument("--models", nargs="+", default=None,
+                        help="which models to export (default: every model the solver marks for export)")
     args = parser.parse_args()
-    path = export_checkpoint(args.checkpoint, args.out, model_key=args.model_key)
+    path = export_checkpoint(args.checkpoint, args.out, names=args.models)
     print(f"Exported {args.checkpoint} to {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0
 

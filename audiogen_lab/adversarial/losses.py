@@ -1,11 +1,10 @@
-"""Adversarial criteria (hinge, least squares), feature matching, and the adversarial loss wrapper that
-owns a discriminator and its optimizer."""
+"""Adversarial criteria (hinge, least squares), feature matching, and the adversarial loss wrapper around
+a discriminator."""
 from __future__ import annotations
 
 import typing as tp
 from contextlib import contextmanager
 
-import flashy
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -118,59 +117,41 @@ def readonly(module: nn.Module) -> tp.Iterator[None]:
 
 
 class AdversarialLoss(nn.Module):
-    """A discriminator (`adversary`), its optimizer and its criteria.
+    """A discriminator (`adversary`) and its criteria; its optimizer lives in the solver's
+    ``adversary`` optimizer group (clipping, scaling, schedule and non-finite checks like the generator).
 
-    - `train_adv(fake, real)` performs one discriminator update on detached inputs and returns its loss.
-    - `forward(fake, real)` returns the generator-side `(adv_loss, feat_loss)`; the discriminator's
+    - `discriminator_loss(fake, real)`: the discriminator's loss on detached inputs (to backpropagate
+      into the adversary's parameters).
+    - `forward(fake, real)`: the generator-side `(adv_loss, feat_loss)`; the discriminator's
       parameters receive no gradient from it.
-    - `state_dict()` holds the adversary's weights and, under the key `optimizer`, its optimizer state,
-      so that a resumed run continues identically.
 
     Args:
         adversary: a module returning `(logits: list[Tensor], fmaps: list[list[Tensor]])`,
             e.g. a :class:`MultiDiscriminator`.
-        optimizer: optimizer over the adversary's parameters.
         loss: generator-side criterion on the logits of generated audio.
         loss_real, loss_fake: discriminator criteria on the logits of real and generated audio.
         loss_feat: feature matching loss, or None to skip it (then `feat_loss` is 0).
         normalize: average the losses over sub-discriminators instead of summing.
     """
 
-    def __init__(self, adversary: nn.Module, optimizer: torch.optim.Optimizer, loss: Criterion,
-                 loss_real: Criterion, loss_fake: Criterion, loss_feat: tp.Optional[FeatureMatchingLoss] = None,
-                 normalize: bool = True) -> None:
+    def __init__(self, adversary: nn.Module, loss: Criterion, loss_real: Criterion, loss_fake: Criterion,
+                 loss_feat: tp.Optional[FeatureMatchingLoss] = None, normalize: bool = True) -> None:
         super().__init__()
         self.adversary = adversary
-        self.optimizer = optimizer
         self.loss = loss
         self.loss_real = loss_real
         self.loss_fake = loss_fake
         self.loss_feat = loss_feat
         self.normalize = normalize
 
-    def _save_to_state_dict(self, destination: tp.Dict[str, tp.Any], prefix: str, keep_vars: bool) -> None:
-        super()._save_to_state_dict(destination, prefix, keep_vars)
-        destination[prefix + "optimizer"] = self.optimizer.state_dict()
-
-    def _load_from_state_dict(self, state_dict: tp.Dict[str, tp.Any], prefix: str, local_metadata: tp.Any,
-                              strict: bool, missing_keys: tp.List[str], unexpected_keys: tp.List[str],
-                              error_msgs: tp.List[str]) -> None:
-        key = prefix + "optimizer"
-        if key in state_dict:
-            self.optimizer.load_state_dict(state_dict.pop(key))
-        else:
-            missing_keys.append(key)
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
-                                      unexpected_keys, error_msgs)
-
     def _check_outputs(self, logits: tp.Sequence[torch.Tensor]) -> None:
         assert isinstance(logits, (list, tuple)) and len(logits) > 0, (
             "The adversary must return (logits: list[Tensor], fmaps: list[list[Tensor]]) "
             "with at least one logits tensor.")
 
-    def train_adv(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-        """One discriminator step on `fake` and `real` audio `[B, C, T]` (both detached).
-        Gradients are averaged across ranks before the optimizer step. Returns the detached loss."""
+    def discriminator_loss(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """The discriminator's loss on `fake` and `real` audio `[B, C, T]` (both detached): a scalar
+        with gradient to the adversary's parameters only."""
         logits_fake, _ = self.adversary(fake.detach())
         logits_real, _ = self.adversary(real.detach())
         self._check_outputs(logits_fake)
@@ -179,11 +160,7 @@ class AdversarialLoss(nn.Module):
             loss = loss + self.loss_fake(logit_fake) + self.loss_real(logit_real)
         if self.normalize:
             loss = loss / len(logits_fake)
-        self.optimizer.zero_grad()
-        loss.backward()
-        flashy.distrib.sync_gradients(self.adversary.parameters())
-        self.optimizer.step()
-        return loss.detach()
+        return loss
 
     def forward(self, fake: torch.Tensor, real: torch.Tensor) -> tp.Tuple[torch.Tensor, torch.Tensor]:
         """Generator-side losses for `fake` (with gradient) against `real` audio `[B, C, T]`.

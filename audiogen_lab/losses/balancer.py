@@ -76,9 +76,14 @@ class Balancer:
             averages[name] = self._ema_total[name] / self._ema_count[name]
         return averages
 
-    def backward(self, losses: tp.Dict[str, torch.Tensor], input: torch.Tensor) -> torch.Tensor:
+    def backward(self, losses: tp.Dict[str, torch.Tensor], input: torch.Tensor,
+                 grad_scale: float = 1.0) -> torch.Tensor:
         """Backpropagate the balanced combination of `losses` (scalars) through `input` (any shape,
-        typically the model output `[B, C, T]`). Returns the effective weighted loss (detached scalar)."""
+        typically the model output `[B, C, T]`). Returns the effective weighted loss (detached scalar).
+
+        `grad_scale` multiplies the gradient sent into the model only (fp16 loss scale divided by the
+        gradient-accumulation steps, from the optimizer group); the norms and the returned loss ignore it.
+        """
         unknown = sorted(set(losses) - set(self.weights))
         assert not unknown, f"Losses {unknown} have no balancer weight: add them to the balancer weights."
         active = {name: loss for name, loss in losses.items() if self.weights[name] > 0}
@@ -111,7 +116,7 @@ class Balancer:
         if self.monitor:
             total = sum(averages.values())
             self._metrics = {f"ratio_{name}": value / (total + self.epsilon) for name, value in averages.items()}
-        input.backward(out_grad.to(input.dtype))
+        input.backward((out_grad * grad_scale).to(input.dtype))
         return effective_loss
 
     def state_dict(self) -> tp.Dict[str, tp.Any]:

@@ -2,6 +2,7 @@
 commitment and codebook-independence (MMD) losses on a :class:`CompressionModel`."""
 from __future__ import annotations
 
+import inspect
 import logging
 import typing as tp
 from pathlib import Path
@@ -16,12 +17,9 @@ from ..metrics.audio import MelDistance, si_snr
 from ..metrics.codebook import CodebookStats
 from ..models import builders as model_builders
 from ..models.compression import CompressionModel
-from ..models.loaders import model_from_export
-from ..utils import checkpoint
-from ..utils.export import check_export, is_export
 from ..utils.samples import SampleWriter
 from ..utils.utils import dict_from_config
-from . import builders
+from . import builders, roles
 from .base import StandardSolver
 
 logger = logging.getLogger(__name__)
@@ -43,73 +41,78 @@ class CompressionSolver(StandardSolver):
     _ADVERSARIAL_LOSSES = ("adv", "feat")
 
     # ------------------------------------------------------------------ building
+    @classmethod
+    def build_model_from_config(cls, cfg: DictConfig, name: str) -> nn.Module:
+        if name != "model":
+            raise KeyError(f"The compression solver exports one model, 'model', not {name!r}.")
+        return model_builders.get_compression_model(cfg)
+
     def build_dataloaders(self) -> None:
-        self.dataloaders = builders.get_audio_datasets(self.cfg, updates_per_epoch=self.cfg.optim.updates_per_epoch)
+        updates = self.cfg.optim.updates_per_epoch
+        self.dataloaders = builders.get_audio_datasets(
+            self.cfg, updates_per_epoch=updates * self.accumulation.steps if updates else None)
 
     def build_model(self) -> None:
         cfg = self.cfg
-        self.model: CompressionModel = model_builders.get_compression_model(cfg).to(self.device)
-        self.optimizer = builders.get_optimizer(self.model, cfg.optim)
-        self.register_stateful("model", "optimizer")
-        self.register_best_state("model")
-        self.register_ema("model")
-        self.register_lr_scheduler(
-            builders.get_lr_scheduler_from_config(self.optimizer, cfg.schedule, self.total_updates), "lr_scheduler")
+        self.register_model("model", self.build_model_from_config(cfg, "model").to(self.device))
+        optimizer = builders.get_optimizer(self.model, cfg.optim)
+        self.register_optimizer_group(
+            "generator", ["model"], optimizer,
+            builders.get_lr_scheduler_from_config(optimizer, cfg.schedule, self.total_updates),
+            max_norm=cfg.optim.max_norm)
 
-        self.adv_losses = builders.get_adversarial_losses(cfg).to(self.device)
-        self.register_stateful("adv_losses")
+        self.adv_losses: nn.ModuleDict = builders.get_adversarial_losses(cfg).to(self.device)
+        if len(self.adv_losses) > 0:
+            self.register_model("adv_losses", self.adv_losses, role=roles.ADVERSARY)
+            d_cfg = builders.get_adversary_optim_config(cfg)
+            optimizer = builders.get_optimizer(self.adv_losses, d_cfg)
+            schedule = (cfg.optim.get("adversary") or {}).get("lr_scheduler")
+            scheduler = builders.get_lr_scheduler_from_config(
+                optimizer, OmegaConf.merge(cfg.schedule, {"lr_scheduler": schedule}),
+                -(-self.total_updates // cfg.adversarial.every)) if schedule else None
+            self.register_optimizer_group("adversary", ["adv_losses"], optimizer, scheduler, max_norm=d_cfg.max_norm)
 
         weights = dict_from_config(cfg.losses)
         self.aux_losses = nn.ModuleDict()   # balanced waveform losses, weight > 0
         self.info_losses = nn.ModuleDict()  # weight 0: reported in valid only
         balancer_weights: tp.Dict[str, float] = {}
         for name, weight in weights.items():
-            if name in self._QUANTIZER_LOSSES:
-                continue
-            if name in self._ADVERSARIAL_LOSSES:
-                if len(self.adv_losses) > 0 and weight > 0:
-                    balancer_weights[name] = weight
+            if name in self._QUANTIZER_LOSSES or name in self._ADVERSARIAL_LOSSES:
                 continue
             target = self.aux_losses if weight > 0 else self.info_losses
             target[name] = builders.get_loss(name, cfg).to(self.device)
             if weight > 0:
                 balancer_weights[name] = weight
+        for adversary in self.adv_losses:  # one balancer weight per adversary and term
+            for term in self._ADVERSARIAL_LOSSES:
+                if weights.get(term, 0) > 0:
+                    balancer_weights[f"{term}_{adversary}"] = weights[term]
         self.balancer = builders.get_balancer(balancer_weights, cfg.balancer)
-        self.register_stateful("balancer")
+        self.register_adaptive_state("balancer")
         self.mmd_loss = builders.get_mmd_loss(cfg).to(self.device)
         self.mel_distance = MelDistance(**dict_from_config(cfg.metrics.mel)).to(self.device)
 
     # ------------------------------------------------------------------ steps
-    def _batch_audio(self, batch: tp.Any) -> torch.Tensor:
+    def _batch_audio(self, batch: tp.Any) -> tp.Tuple[torch.Tensor, tp.Optional[torch.Tensor]]:
+        """Audio [B, C, T] on the device and its mask [B, T] (True on real samples) when padded."""
+        if isinstance(batch, dict):
+            mask = batch.get("mask")
+            return batch["audio"].to(self.device), None if mask is None else mask.to(self.device)
         wav = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return wav.to(self.device)
+        return wav.to(self.device), None
+
+    def _adversaries_update(self, idx: int) -> bool:
+        """Whether the adversaries train on this micro-batch (every ``adversarial.every`` updates)."""
+        update = idx // self.accumulation.steps
+        return len(self.adv_losses) > 0 and update % self.cfg.adversarial.every == 0
 
     def run_step(self, idx: int, batch: tp.Any, metrics: dict) -> dict:
-        x = self._batch_audio(batch)
+        x, mask = self._batch_audio(batch)
         with self.autocast:
             qres = self.model(x)
         y_pred = qres.x.float()
         metrics["bandwidth"] = float(qres.bandwidth.mean())
-        if qres.codes is not None and not self.is_training:
-            self._codebook_stats.update(qres.codes)
-
-        if self.is_training and len(self.adv_losses) > 0 and idx % self.cfg.adversarial.every == 0:
-            if bool(torch.isfinite(y_pred).all()):
-                d_losses = {f"d_{name}": adv.train_adv(y_pred, x) for name, adv in self.adv_losses.items()}
-                metrics.update({key: float(value) for key, value in d_losses.items()})
-                metrics["d_loss"] = float(sum(d_losses.values()))
-
-        balanced: tp.Dict[str, torch.Tensor] = {}
-        if len(self.adv_losses) > 0:
-            adv_total, feat_total = torch.zeros((), device=self.device), torch.zeros((), device=self.device)
-            for adversary in self.adv_losses.values():
-                adv, feat = adversary(y_pred, x)
-                adv_total, feat_total = adv_total + adv, feat_total + feat
-            for name, value in (("adv", adv_total), ("feat", feat_total)):
-                if self.cfg.losses[name] > 0:
-                    balanced[name] = value
-        for name, criterion in self.aux_losses.items():
-            balanced[name] = criterion(y_pred, x)
+        metrics.update({f"quantizer_{key}": float(value) for key, value in qres.metrics.items()})
 
         weights = self.cfg.losses
         quantizer_losses: tp.Dict[str, torch.Tensor] = {}
@@ -119,24 +122,48 @@ class CompressionSolver(StandardSolver):
             with torch.set_grad_enabled(self.is_training and weights.mmd > 0):
                 quantizer_losses["mmd"] = self.mmd_loss(qres.layer_outputs)
 
-        if self.is_training:
-            if not self.check_finite({**balanced, **quantizer_losses, "output": y_pred}):
-                self.optimizer.zero_grad(set_to_none=True)
-                return {**metrics, "nonfinite": 1.0}
-            direct = sum((self.quantizer_loss_weight(name) * value for name, value in quantizer_losses.items()
-                          if value.requires_grad and weights[name] > 0), torch.zeros((), device=self.device))
-            if direct.requires_grad:
-                direct.backward(retain_graph=True)
-            metrics["g_loss"] = float(self.balancer.backward(balanced, y_pred).detach()) + float(direct.detach())
-            grad_norm = self.optimizer_step(self.optimizer, self.model, self.cfg.optim.max_norm)
-            if grad_norm is not None:
-                metrics["grad_norm"] = grad_norm
-            self.end_update()
-        else:
-            for name, criterion in self.info_losses.items():
-                balanced[name] = criterion(y_pred, x)
-            metrics.update(self._reconstruction_metrics(y_pred, x))
+        if not self.is_training:
+            if qres.codes is not None:
+                self._codebook_stats.update(qres.codes)
+            metrics.update(self._reconstruction_metrics(y_pred, x, mask))
+            for name, criterion in {**self.aux_losses, **self.info_losses}.items():
+                metrics[name] = float(criterion(y_pred, x))
+            metrics.update({name: float(value) for name, value in quantizer_losses.items()})
+            return metrics
 
+        balanced: tp.Dict[str, torch.Tensor] = {}
+        for name, adversary in self.adv_losses.items():
+            adv, feat = adversary(y_pred, x)
+            for term, value in (("adv", adv), ("feat", feat)):
+                if weights[term] > 0:
+                    balanced[f"{term}_{name}"] = value
+        for name, criterion in self.aux_losses.items():
+            balanced[name] = criterion(y_pred, x)
+        d_losses: tp.Dict[str, torch.Tensor] = {}
+        if self._adversaries_update(idx):
+            d_losses = {f"d_{name}": adversary.discriminator_loss(y_pred, x)
+                        for name, adversary in self.adv_losses.items()}
+
+        if not self.check_finite({**balanced, **quantizer_losses, **d_losses, "output": y_pred}, batch):
+            return metrics
+        generator = self.optim_groups["generator"]
+        direct = sum((self.quantizer_loss_weight(name) * value for name, value in quantizer_losses.items()
+                      if value.requires_grad and weights[name] > 0), torch.zeros((), device=self.device))
+        if direct.requires_grad:
+            generator.backward(direct, retain_graph=True)
+        g_loss = self.balancer.backward(balanced, y_pred, grad_scale=generator.grad_scale)
+        metrics["g_loss"] = float(g_loss) + float(direct.detach())
+        metrics.update(self.balancer.metrics)
+        if d_losses:
+            d_loss = sum(d_losses.values())
+            self.optim_groups["adversary"].backward(d_loss)
+            metrics.update({key: float(value.detach()) for key, value in d_losses.items()})
+            metrics["d_loss"] = float(d_loss.detach())
+        for name, group in self.optim_groups.items():
+            if name == "adversary" and not d_losses:
+                continue
+            metrics.update(group.step() or {})
+        self.end_update()
         metrics.update({name: float(value.detach()) for name, value in balanced.items()})
         metrics.update({name: float(value.detach()) for name, value in quantizer_losses.items()})
         return metrics
@@ -151,23 +178,42 @@ class CompressionSolver(StandardSolver):
         warmup = self.cfg.mmd.get("warmup_updates", 0) if name == "mmd" else 0
         return weight * min(1.0, (self._train_step + 1) / warmup) if warmup else weight
 
-    def _reconstruction_metrics(self, y_pred: torch.Tensor, x: torch.Tensor) -> tp.Dict[str, float]:
+    def _reconstruction_metrics(self, y_pred: torch.Tensor, x: torch.Tensor,
+                                mask: tp.Optional[torch.Tensor] = None) -> tp.Dict[str, float]:
         """SI-SNR (dB, over items whose reference is not digital silence, where it is undefined)
-        and mel distance, for [B, C, T] estimate and reference."""
-        audible = x.float().pow(2).mean(dim=(1, 2)) > SILENCE_POWER
-        scores = si_snr(y_pred[audible], x[audible]) if bool(audible.any()) else torch.zeros(0)
-        metrics = {"mel_dist": float(self.mel_distance(y_pred, x).mean())}
-        if scores.numel() > 0:
-            metrics["si_snr"] = float(scores.mean())
+        and mel distance, for [B, C, T] estimate and reference; with a mask [B, T], each item is
+        scored on its real samples only (padding excluded)."""
+        if mask is None or bool(mask.all()):
+            pairs = [(y_pred, x)]
+        else:
+            lengths = mask.sum(dim=-1).tolist()
+            pairs = [(y_pred[i:i + 1, :, :n], x[i:i + 1, :, :n]) for i, n in enumerate(lengths) if n > 0]
+        scores, mels = [], []
+        for estimate, reference in pairs:
+            audible = reference.float().pow(2).mean(dim=(1, 2)) > SILENCE_POWER
+            if bool(audible.any()):
+                scores.append(si_snr(estimate[audible], reference[audible]))
+            mels.append(self.mel_distance(estimate, reference))
+        metrics = {"mel_dist": float(torch.cat(mels).mean())}
+        if scores:
+            metrics["si_snr"] = float(torch.cat(scores).mean())
         return metrics
 
     # ------------------------------------------------------------------ stages
     def _with_codebook_stats(self, fn: tp.Callable[[], dict]) -> dict:
-        self._codebook_stats = _NoStats() if self.model.is_continuous else \
-            CodebookStats(self.model.num_codebooks, self.model.cardinality, device=self.device)
+        if self.model.is_continuous:
+            self._codebook_stats = _NoStats()
+        else:
+            self._codebook_stats = CodebookStats(self.model.num_codebooks, self.model.cardinality,
+                                                 device=self.device, **self._codebook_stats_options())
         metrics = fn()
         metrics.update(self._codebook_stats.compute())
         return metrics
+
+    def _codebook_stats_options(self) -> tp.Dict[str, tp.Any]:
+        options = dict_from_config((self.cfg.get("metrics") or {}).get("codebook"))
+        accepted = inspect.signature(CodebookStats).parameters
+        return {key: value for key, value in options.items() if key in accepted}
 
     def train(self) -> dict:
         self._codebook_stats = _NoStats()
@@ -177,93 +223,87 @@ class CompressionSolver(StandardSolver):
         return self._with_codebook_stats(super().valid)
 
     def evaluate(self) -> dict:
-        """SI-SNR, mel distance, bandwidth and codebook statistics on the evaluate split."""
-        self.model.eval()
-
+        """SI-SNR, mel distance, bandwidth and codebook statistics on the evaluate split (whole files
+        of any length: each is scored on its own samples)."""
         def _run() -> dict:
             loader = self.dataloaders["evaluate"]
             self._set_epoch("evaluate")
             average = flashy.averager()
             metrics: dict = {}
-            for batch in self.log_progress("evaluate", loader, updates=self.cfg.logging.log_updates):
-                x = self._batch_audio(batch)
+            count = 0
+            for batch in self.log_progress("evaluate", loader, total=_length(loader),
+                                           updates=self.cfg.logging.log_updates):
+                x, mask = self._batch_audio(batch)
                 with self.autocast:
                     qres = self.model(x)
                 y_pred = qres.x.float()
-                self._codebook_stats.update(qres.codes)
-                metrics = average({**self._reconstruction_metrics(y_pred, x),
+                if qres.codes is not None:
+                    self._update_stats_unpadded(qres.codes, mask)
+                metrics = average({**self._reconstruction_metrics(y_pred, x, mask),
                                    "bandwidth": float(qres.bandwidth.mean())})
-            return flashy.distrib.average_metrics(metrics, len(loader))
+                count += 1
+            return self._average(metrics, count)
         return self._with_codebook_stats(_run)
+
+    def _update_stats_unpadded(self, codes: torch.Tensor, mask: tp.Optional[torch.Tensor]) -> None:
+        """Codebook statistics of codes [B, K, T'] over the frames of real audio only."""
+        if mask is None or bool(mask.all()):
+            self._codebook_stats.update(codes)
+            return
+        hop = self.model.hop_length
+        for item, length in zip(codes, mask.sum(dim=-1).tolist()):
+            frames = min(item.shape[-1], -(-int(length) // hop))
+            if frames > 0:
+                self._codebook_stats.update(item[None, :, :frames])
 
     def generate(self) -> dict:
         """Write reference / reconstruction pairs and spectrogram images under ``samples/epoch_N``."""
-        self.model.eval()
         writer = SampleWriter(self.folder / self.cfg.generate.path, self.model.sample_rate)
         self._set_epoch("generate")
         count, limit = 0, self.cfg.generate.get("num_samples", 8)
         for batch in self.dataloaders["generate"]:
-            x = self._batch_audio(batch)
+            x, mask = self._batch_audio(batch)
             with self.autocast:
                 y_pred = self.model(x).x.float()
+            lengths = mask.sum(dim=-1).tolist() if mask is not None else [x.shape[-1]] * len(x)
             if flashy.distrib.is_rank_zero():
-                for ref, rec in zip(x, y_pred):
+                for ref, rec, length in zip(x, y_pred, lengths):
                     if count >= limit:
                         break
-                    writer.add(self.epoch, f"sample_{count:03d}", {"reference": ref, "reconstruction": rec})
+                    writer.add(self.epoch, f"sample_{count:03d}",
+                               {"reference": ref[..., :length], "reconstruction": rec[..., :length]})
                     count += 1
             if count >= limit:
                 break
         return {"samples": float(count)}
 
     # ------------------------------------------------------------------ loading
-    def load_continue_from(self, name: str) -> None:
-        """Also accepts ``//pretrained/NAME`` and exports, as long as the architectures match."""
-        if name.startswith(checkpoint.PRETRAINED_PREFIX):
-            self.model.load_state_dict(CompressionModel.get_pretrained(name).state_dict())
-        else:
-            path = checkpoint.resolve_checkpoint_path(name)
-            state = checkpoint.load_checkpoint(path)
-            if not is_export(state):
-                self.load_best_states_from(state, name)
-                return
-            self.model.load_state_dict(check_export(state, path, "compression")["model"])
-        self.logger.info("Initialised the model from %s", name)
+    @classmethod
+    def model_from_checkpoint(cls, source: tp.Union[str, Path], name: tp.Optional[str] = None,
+                              device: tp.Union[str, torch.device] = "cpu") -> CompressionModel:
+        """The trained compression model (best weights, EMA when used) from ``//sig/SIG``, an XP
+        folder, a checkpoint or export file, or ``//pretrained/NAME``; in eval mode on `device`."""
+        from .loading import load_model
+        return load_model(str(source), name=name, device=device, family="compression",
+                          default_name=cls.default_model_name)
 
     @staticmethod
-    def model_from_checkpoint(checkpoint_path: tp.Union[str, Path], device: tp.Union[str, torch.device] = "cpu"
-                              ) -> CompressionModel:
-        """The trained model (best weights, EMA when used) from ``//sig/SIG``, an XP folder, a
-        checkpoint or export file, or ``//pretrained/NAME``; in eval mode on `device`."""
-        name = str(checkpoint_path)
-        if name.startswith(checkpoint.PRETRAINED_PREFIX):
-            return CompressionModel.get_pretrained(name, device=device)
-        path = checkpoint.resolve_checkpoint_path(name)
-        state = checkpoint.load_checkpoint(path)
-        if is_export(state):
-            return model_from_export(check_export(state, path, "compression"), path, device)
-        if "xp.cfg" not in state or "best_state" not in state:
-            raise ValueError(f"{path} is not a compression solver checkpoint (no config or best state).")
-        cfg = OmegaConf.create(state["xp.cfg"])
-        if cfg.get("solver") != "compression":
-            raise ValueError(f"{path} was written by the {cfg.get('solver')!r} solver, not 'compression'.")
-        model = model_builders.get_compression_model(cfg)
-        model.load_state_dict(state["best_state"]["states"]["model"])
-        logger.info("Loaded compression model from %s", path)
-        return model.to(device).eval()
-
-    @staticmethod
-    def wrapped_model_from_checkpoint(cfg: DictConfig, checkpoint_path: tp.Union[str, Path],
+    def wrapped_model_from_checkpoint(cfg: tp.Any, checkpoint_path: tp.Union[str, Path],
                                       device: tp.Union[str, torch.device] = "cpu") -> CompressionModel:
-        """The model for a downstream solver: loaded as above, frozen, and limited to
-        ``cfg.compression_model_n_q`` codebooks when that key is set."""
-        model = CompressionSolver.model_from_checkpoint(checkpoint_path, device)
+        """The model for a downstream solver: loaded as above, frozen (eval mode for good, no
+        gradients), and limited to ``compression_model_n_q`` codebooks when that key is set."""
+        model = CompressionSolver.model_from_checkpoint(checkpoint_path, device=device)
         n_q = cfg.get("compression_model_n_q")
         if n_q is not None:
             model.set_num_codebooks(int(n_q))
-        for param in model.parameters():
-            param.requires_grad_(False)
-        return model
+        return roles.freeze(model)
+
+
+def _length(loader: tp.Any) -> int:
+    try:
+        return len(loader)
+    except TypeError:
+        return 0
 
 
 class _NoStats:

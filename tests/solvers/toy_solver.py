@@ -42,17 +42,24 @@ class ToySolver(StandardSolver):
             split: torch.utils.data.DataLoader(ToyDataset(size, seed=self.cfg.seed), batch_size=batch)
             for split, size in (("train", batch * self.cfg.optim.updates_per_epoch), ("valid", 64), ("evaluate", 32))}
 
+    @classmethod
+    def build_model_from_config(cls, cfg: DictConfig, name: str) -> nn.Module:
+        if name == "model":
+            return nn.Sequential(nn.Linear(8, 16), nn.Dropout(0.1), nn.Linear(16, 1))
+        raise KeyError(name)
+
     def build_model(self) -> None:
-        self.model = nn.Sequential(nn.Linear(8, 16), nn.Dropout(0.1), nn.Linear(16, 1)).to(self.device)
-        self.critic = nn.Linear(1, 1).to(self.device)
-        self.optimizer = builders.get_optimizer(self.model, self.cfg.optim)
-        self.critic_optimizer = torch.optim.SGD(self.critic.parameters(), lr=0.01)
-        self.register_stateful("model", "critic", "optimizer", "critic_optimizer")
-        self.register_best_state("model")
-        self.register_ema("model")
-        scheduler = builders.get_lr_scheduler_from_config(self.optimizer, self.cfg.schedule, self.total_updates)
-        self.register_lr_scheduler(scheduler, "lr_scheduler")
+        self.register_model("model", self.build_model_from_config(self.cfg, "model").to(self.device))
+        self.register_model("critic", nn.Linear(1, 1).to(self.device), role="adversary")
+        optimizer = builders.get_optimizer(self.model, self.cfg.optim)
+        scheduler = builders.get_lr_scheduler_from_config(optimizer, self.cfg.schedule, self.total_updates)
+        self.register_optimizer_group("generator", ["model"], optimizer, scheduler, max_norm=self.cfg.optim.max_norm)
+        self.register_optimizer_group("critic", ["critic"], torch.optim.SGD(self.critic.parameters(), lr=0.01))
         self.inject_nan_at: tp.Set[int] = set()
+
+    @property
+    def lr_scheduler(self) -> tp.Any:
+        return self.optim_groups["generator"].scheduler
 
     def run_step(self, idx: int, batch: tp.Any, metrics: dict) -> dict:
         x, y = (t.to(self.device) for t in batch)
@@ -62,15 +69,15 @@ class ToySolver(StandardSolver):
         if self.is_training:
             if idx in self.inject_nan_at:
                 loss = loss * float("nan")
-            if not self.check_finite({"loss": loss}):
-                return {"skipped": 1.0}
-            loss.backward()
-            self.optimizer_step(self.optimizer, self.model)
             critic_loss = self.critic(pred.detach().float()).pow(2).mean()
-            critic_loss.backward()
-            self.optimizer_step(self.critic_optimizer, self.critic)
+            if not self.check_finite({"loss": loss, "critic": critic_loss}):
+                return {"skipped": 1.0}
+            self.optim_groups["generator"].backward(loss)
+            self.optim_groups["critic"].backward(critic_loss)
+            for group in self.optim_groups.values():
+                metrics.update(group.step() or {})
             self.end_update()
-        return {"loss": float(loss.detach())}
+        return {**metrics, "loss": float(loss.detach())}
 
     def evaluate(self) -> dict:
         total = 0.0
