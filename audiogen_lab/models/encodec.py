@@ -27,10 +27,14 @@ class EncodecModel(CompressionModel):
         causal: the encoder and decoder are causal (recorded for users; no renormalisation allowed).
         renormalize: divide each item by its RMS (over time, of the channel mean) before encoding; the
             RMS (+1e-8) is returned as `scale` [B, 1] and multiplied back after decoding.
+        pad_to_hop: zero-pad inputs to a multiple of the hop before the encoder. With False the
+            convolutions complete their last window themselves with their own `pad_mode` (as in Meta's
+            released EnCodec models); both give ``ceil(T / hop)`` frames.
     """
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module, quantizer: BaseQuantizer, frame_rate: float,
-                 sample_rate: int, channels: int, causal: bool = False, renormalize: bool = False):
+                 sample_rate: int, channels: int, causal: bool = False, renormalize: bool = False,
+                 pad_to_hop: bool = True):
         super().__init__()
         if causal and renormalize:
             raise ValueError("renormalize=True needs the RMS of the whole input and is not causal: "
@@ -45,6 +49,7 @@ class EncodecModel(CompressionModel):
         self._channels = int(channels)
         self.causal = causal
         self.renormalize = renormalize
+        self.pad_to_hop = pad_to_hop
         hop = self.hop_length  # checks that the hop is an integer
         encoder_hop = getattr(encoder, 'hop_length', hop)
         assert encoder_hop == hop, \
@@ -90,6 +95,8 @@ class EncodecModel(CompressionModel):
             f"expected audio [B, {self.channels}, T], got shape {tuple(x.shape)}"
 
     def _pad_to_hop(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.pad_to_hop:
+            return x
         extra = -x.shape[-1] % self.hop_length
         return F.pad(x, (0, extra)) if extra else x
 

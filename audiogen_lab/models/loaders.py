@@ -16,22 +16,22 @@ import omegaconf
 import torch
 
 from ..utils.checkpoint import PRETRAINED_PREFIX, SIG_PREFIX
+from ..utils.export import export_states
 from ..utils.export import load_export as _load_export
 from . import builders
 from .compression import CompressionModel
-from .pretrained import PRETRAINED_CHECKPOINTS, get_pretrained_model
-
+from .pretrained import PRETRAINED, get_entry, get_pretrained_model
 
 
 def _pretrained_name(name_or_path: str) -> tp.Optional[str]:
     """The pretrained model named by ``//pretrained/NAME`` or a bare NAME, else None."""
     if name_or_path.startswith(PRETRAINED_PREFIX):
         name = name_or_path[len(PRETRAINED_PREFIX):].strip('/')
-        if name not in PRETRAINED_CHECKPOINTS:
+        if name not in PRETRAINED:
             raise KeyError(f"Unknown pretrained model {name_or_path!r}: choose one of "
-                           f"{[PRETRAINED_PREFIX + n for n in sorted(PRETRAINED_CHECKPOINTS)]}.")
+                           f"{[PRETRAINED_PREFIX + n for n in sorted(PRETRAINED)]}.")
         return name
-    return name_or_path if name_or_path in PRETRAINED_CHECKPOINTS else None
+    return name_or_path if name_or_path in PRETRAINED else None
 
 
 def load_export(path: tp.Union[str, Path], family: str = 'compression') -> tp.Dict[str, tp.Any]:
@@ -50,8 +50,9 @@ def load_compression_model(name_or_path: tp.Union[str, Path],
                            device: tp.Union[str, torch.device] = 'cpu') -> CompressionModel:
     """A compression model in eval mode on `device`, from:
 
-    - ``//pretrained/encodec_24khz``, ``//pretrained/encodec_48khz`` (or the bare names): Meta's
-      released weights (see :mod:`audiogen_lab.models.pretrained`);
+    - ``//pretrained/NAME`` (or the bare NAME) of a compression model, e.g. ``encodec_24khz``,
+      ``encodec_48khz``: the released weights converted into this framework's model (an
+      :class:`EncodecModel` for EnCodec; see :mod:`audiogen_lab.models.pretrained`);
     - a path to an exported file: rebuilt from its config, then its weights loaded.
 
     ``//sig/SIG`` names an experiment and is resolved by ``CompressionSolver.model_from_checkpoint``.
@@ -62,7 +63,12 @@ def load_compression_model(name_or_path: tp.Union[str, Path],
                          "CompressionSolver.model_from_checkpoint, or export the model and pass the file.")
     name = _pretrained_name(value)
     if name is not None:
-        return get_pretrained_model(name, device=device)
+        family = get_entry(name).family
+        if family != 'compression':
+            raise ValueError(f"{value} is a {family!r} model, not a compression model.")
+        model = get_pretrained_model(name, device=device)
+        assert isinstance(model, CompressionModel), f"{value}: the builder did not return a CompressionModel"
+        return model
     return model_from_export(load_export(value), value, device)
 
 
@@ -72,7 +78,7 @@ def model_from_export(package: tp.Dict[str, tp.Any], source: tp.Union[str, Path]
     cfg = omegaconf.OmegaConf.create(package['xp.cfg'])
     model = builders.get_compression_model(cfg)
     try:
-        model.load_state_dict(package['model'])
+        model.load_state_dict(export_states(package)['model'])
     except RuntimeError as err:
         raise RuntimeError(f"{source}: weights do not match the model built from its config: {err}") from err
     return model.to(device).eval()

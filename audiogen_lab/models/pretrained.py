@@ -1,65 +1,136 @@
-"""Meta's released EnCodec models (24 kHz mono, 48 kHz stereo) behind the CompressionModel interface.
+"""Released models named ``//pretrained/NAME``: a registry of checkpoint files, converters and configs.
 
-The weights are the checkpoint files of the ``encodec`` package. Nothing is ever downloaded: the file
-is looked for in an explicit `repository` (folder or file), else in ``$AUDIOGEN_LAB_PRETRAINED_DIR``
-and in ``torch.hub.get_dir()/checkpoints`` (where ``encodec`` itself caches its downloads).
+An entry says which file(s) hold the released weights, which model family it belongs to, the full
+config of the matching architecture in this framework, and how to turn the files' state dicts into
+the state dict of the model built from that config. Loading a name therefore gives one of *our*
+models (e.g. :class:`EncodecModel`), which a solver can fine-tune (``continue_from=//pretrained/NAME``).
+
+Nothing is ever downloaded. Each file is looked for, in order, in:
+
+1. an explicit `repository` (a folder, or the file itself), and then nowhere else;
+2. ``$AUDIOGEN_LAB_PRETRAINED_DIR``;
+3. the team's reference folder (``reference_dir`` in ``config/teams/<team>.yaml``, or
+   ``$AUDIOGEN_LAB_REFERENCE_DIR``);
+4. ``torch.hub.get_dir()/checkpoints`` (where the ``encodec`` package caches its downloads).
+
+Registered: ``encodec_24khz`` and ``encodec_48khz``, Meta's EnCodec (see :mod:`.meta_encodec`).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import pickle
 import typing as tp
-import warnings
 from pathlib import Path
 
-import encodec
+import omegaconf
 import torch
+from torch import nn
 
-from ..quantization.base import QuantizedResult
-from .compression import CompressionModel, EncodeResult
+from ..environment import CONFIG_DIR, AudioGenEnvironment
+from ..utils.checkpoint import PRETRAINED_PREFIX
+from .builders import get_compression_model
+from .meta_encodec import StateDict, convert_encodec_state_dict
 
 PRETRAINED_ENV = 'AUDIOGEN_LAB_PRETRAINED_DIR'
-PRETRAINED_CHECKPOINTS: tp.Dict[str, str] = {
-    'encodec_24khz': 'encodec_24khz-d7cc33bc.th',
-    'encodec_48khz': 'encodec_48khz-7e698e3e.th',
-}
-_PACKAGE_BUILDERS: tp.Dict[str, tp.Callable[..., encodec.EncodecModel]] = {
-    'encodec_24khz': encodec.EncodecModel.encodec_model_24khz,
-    'encodec_48khz': encodec.EncodecModel.encodec_model_48khz,
-}
+PathLike = tp.Union[str, Path]
 
 
-def _check_name(name: str) -> None:
-    if name not in PRETRAINED_CHECKPOINTS:
-        raise KeyError(f"Unknown pretrained model {name!r}: choose one of {sorted(PRETRAINED_CHECKPOINTS)}.")
+@dataclasses.dataclass(frozen=True)
+class PretrainedEntry:
+    """One released model.
+
+    Attributes:
+        checkpoints: file names of the released weights.
+        family: the model family ('compression'), whose builder makes the model from `config`.
+        config: full model config as YAML text (the model section plus ``sample_rate`` / ``channels``).
+        convert: state dicts of the files (in the order of `checkpoints`) -> our model's state dict.
+        source: where the files come from, for error messages.
+    """
+    checkpoints: tp.Tuple[str, ...]
+    family: str
+    config: str
+    convert: tp.Callable[[tp.List[StateDict]], StateDict]
+    source: str = ''
 
 
-def find_pretrained_checkpoint(name: str, repository: tp.Optional[tp.Union[str, Path]] = None) -> Path:
-    """Path of the checkpoint file of pretrained model `name`.
+PRETRAINED: tp.Dict[str, PretrainedEntry] = {}
+FAMILY_BUILDERS: tp.Dict[str, tp.Callable[[omegaconf.DictConfig], nn.Module]] = {}
+
+
+def register_pretrained(name: str, entry: PretrainedEntry) -> None:
+    """Make `entry` available as ``//pretrained/<name>``."""
+    assert name and '/' not in name, f"pretrained names are plain words, got {name!r}"
+    PRETRAINED[name] = entry
+
+
+def register_family_builder(family: str, builder: tp.Callable[[omegaconf.DictConfig], nn.Module]) -> None:
+    """Builder (config -> model) of the pretrained entries of `family`."""
+    FAMILY_BUILDERS[family] = builder
+
+
+def get_entry(name: str) -> PretrainedEntry:
+    """The registry entry of pretrained model `name` (a KeyError lists the registered names)."""
+    if name not in PRETRAINED:
+        raise KeyError(f"Unknown pretrained model {name!r}: choose one of {sorted(PRETRAINED)}.")
+    return PRETRAINED[name]
+
+
+def _model_config_text(preset: str, sample_rate: int, channels: int) -> str:
+    """YAML text of model preset ``config/model/<preset>.yaml`` (self-contained) with the audio format."""
+    path = CONFIG_DIR / 'model' / f'{preset}.yaml'
+    cfg = omegaconf.OmegaConf.load(path)
+    assert isinstance(cfg, omegaconf.DictConfig) and 'defaults' not in cfg, \
+        f"{path} must be a self-contained mapping (no defaults list) to describe a pretrained model"
+    cfg.sample_rate = sample_rate
+    cfg.channels = channels
+    return omegaconf.OmegaConf.to_yaml(cfg)
+
+
+def _convert_encodec(states: tp.List[StateDict]) -> StateDict:
+    [state] = states
+    return convert_encodec_state_dict(state)
+
+
+# -- lookup ----------------------------------------------------------------------------------------
+
+def _search_folders() -> tp.List[Path]:
+    folders = []
+    if os.environ.get(PRETRAINED_ENV):
+        folders.append(Path(os.environ[PRETRAINED_ENV]).expanduser())
+    reference = AudioGenEnvironment.get_reference_dir()
+    if reference is not None:
+        folders.append(reference)
+    folders.append(Path(torch.hub.get_dir()) / 'checkpoints')
+    return folders
+
+
+def find_pretrained_checkpoint(name: str, repository: tp.Optional[PathLike] = None,
+                               filename: tp.Optional[str] = None) -> Path:
+    """Path of checkpoint file `filename` (default: the entry's first file) of pretrained model `name`.
 
     With `repository` (a folder holding the file, or the file itself) only that place is searched;
-    otherwise ``$AUDIOGEN_LAB_PRETRAINED_DIR`` (when set) then ``torch.hub.get_dir()/checkpoints``.
-    Raises FileNotFoundError naming the file and every place searched.
+    otherwise ``$AUDIOGEN_LAB_PRETRAINED_DIR`` (when set), the team's reference folder (when set), then
+    ``torch.hub.get_dir()/checkpoints``. Raises FileNotFoundError naming the file and every place searched.
     """
-    _check_name(name)
-    filename = PRETRAINED_CHECKPOINTS[name]
+    name = strip_prefix(name)
+    entry = get_entry(name)
+    filename = filename or entry.checkpoints[0]
+    assert filename in entry.checkpoints, f"{name} has no checkpoint file {filename!r}: {entry.checkpoints}"
     if repository is not None:
         repository = Path(repository).expanduser()
         candidates = [repository if repository.is_file() else repository / filename]
     else:
-        candidates = []
-        if os.environ.get(PRETRAINED_ENV):
-            candidates.append(Path(os.environ[PRETRAINED_ENV]).expanduser() / filename)
-        candidates.append(Path(torch.hub.get_dir()) / 'checkpoints' / filename)
+        candidates = [folder / filename for folder in _search_folders()]
     for candidate in candidates:
         if candidate.is_file():
             return candidate
     searched = '\n  '.join(str(c) for c in candidates)
     raise FileNotFoundError(
-        f"Pretrained model {name!r} needs the file {filename} (EnCodec weights released by Meta, "
-        f"https://dl.fbaipublicfiles.com/encodec/v0/{filename}); nothing is downloaded. Searched:\n  {searched}\n"
-        f"Put the file in one of these places, or set ${PRETRAINED_ENV} to the folder holding it.")
+        f"Pretrained model {name!r} needs the file {filename} ({entry.source}); nothing is downloaded. "
+        f"Searched:\n  {searched}\nPut the file in one of these places, set ${PRETRAINED_ENV} to the folder "
+        f"holding it, or set the team's reference_dir (config/teams/) or $AUDIOGEN_LAB_REFERENCE_DIR.")
 
 
 def _check_checksum(path: Path) -> None:
@@ -74,24 +145,7 @@ def _check_checksum(path: Path) -> None:
                            f"{expected}; the file is corrupt or not the released checkpoint.")
 
 
-def build_package_model(name: str) -> encodec.EncodecModel:
-    """An untrained ``encodec.EncodecModel`` with the architecture of pretrained model `name`, in eval mode."""
-    _check_name(name)
-    with warnings.catch_warnings():  # the package uses the deprecated torch.nn.utils.weight_norm
-        warnings.filterwarnings('ignore', message='.*weight_norm.*', category=FutureWarning)
-        return _PACKAGE_BUILDERS[name](pretrained=False)
-
-
-def load_package_model(name: str, repository: tp.Optional[tp.Union[str, Path]] = None,
-                       verify_checksum: bool = False) -> encodec.EncodecModel:
-    """``encodec.EncodecModel`` `name` with its released weights (see :func:`find_pretrained_checkpoint`).
-
-    The file is read with ``torch.load(weights_only=True)``; `verify_checksum` also compares its sha256
-    with the digits in its name.
-    """
-    path = find_pretrained_checkpoint(name, repository)
-    if verify_checksum:
-        _check_checksum(path)
+def _read_state(path: Path) -> StateDict:
     try:
         state = torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as err:
@@ -99,141 +153,74 @@ def load_package_model(name: str, repository: tp.Optional[tp.Union[str, Path]] =
                            f"plain state dict ({str(err).splitlines()[0]}).") from err
     except (RuntimeError, EOFError) as err:
         raise RuntimeError(f"{path}: cannot be read, the file is corrupt or truncated ({err}).") from err
-    model = build_package_model(name)
+    if not isinstance(state, dict):
+        raise RuntimeError(f"{path}: not a state dict (a {type(state).__name__}).")
+    return state
+
+
+# -- public API --------------------------------------------------------------------------------------
+
+def pretrained_config(name: str) -> omegaconf.DictConfig:
+    """Full model config of pretrained model `name` (model sections, ``sample_rate``, ``channels``): the
+    family builder makes from it a model whose state dict matches :func:`pretrained_state_dict`."""
+    cfg = omegaconf.OmegaConf.create(get_entry(name).config)
+    assert isinstance(cfg, omegaconf.DictConfig)
+    return cfg
+
+
+def pretrained_state_dict(name: str, repository: tp.Optional[PathLike] = None,
+                          verify_checksum: bool = False) -> StateDict:
+    """State dict, in this framework's format, of pretrained model `name` (``//pretrained/NAME`` or NAME).
+
+    Reads the released file(s) (see :func:`find_pretrained_checkpoint`; ``torch.load(weights_only=True)``)
+    and converts them. `verify_checksum` compares each file's sha256 with the digits in its name.
+    Load it into a model built from :func:`pretrained_config` or from the matching solver preset.
+    """
+    name = strip_prefix(name)
+    entry = get_entry(name)
+    paths = [find_pretrained_checkpoint(name, repository, filename) for filename in entry.checkpoints]
+    if verify_checksum:
+        for path in paths:
+            _check_checksum(path)
+    states = [_read_state(path) for path in paths]
+    try:
+        return entry.convert(states)
+    except (KeyError, TypeError, ValueError) as err:
+        raise RuntimeError(f"{', '.join(map(str, paths))}: not a state dict of {name}: {err}") from err
+
+
+def get_pretrained_model(name: str, repository: tp.Optional[PathLike] = None,
+                         device: tp.Union[str, torch.device] = 'cpu', verify_checksum: bool = False) -> nn.Module:
+    """Pretrained model `name` as this framework's model (built from :func:`pretrained_config`), with the
+    released weights, in eval mode on `device`."""
+    name = strip_prefix(name)
+    entry = get_entry(name)
+    if entry.family not in FAMILY_BUILDERS:
+        raise KeyError(f"no model builder registered for family {entry.family!r} (pretrained model {name!r}).")
+    state = pretrained_state_dict(name, repository, verify_checksum)
+    model = FAMILY_BUILDERS[entry.family](pretrained_config(name))
     try:
         model.load_state_dict(state)
-    except (RuntimeError, TypeError, AttributeError) as err:
-        raise RuntimeError(f"{path}: not a state dict of {name}: {err}") from err
-    return model.eval()
+    except RuntimeError as err:
+        files = ', '.join(entry.checkpoints)
+        raise RuntimeError(f"{files}: not a state dict of {name}: {err}") from err
+    return model.to(device).eval()
 
 
-class EncodecPretrainedModel(CompressionModel):
-    """A released EnCodec model (``encodec`` package) following the CompressionModel contract.
-
-    24 kHz (mono, causal, 75 Hz, 32 codebooks of 1024): `encode` returns codes [B, K, ceil(T / 320)]
-    and `scale` None.
-
-    48 kHz (stereo, 150 Hz, 16 codebooks of 1024): the package encodes 1 s segments with 1 % overlap,
-    each normalised by its own RMS. `codes` [B, K, T'] is the concatenation along time of the segments'
-    codes (150 frames per full segment, the last one may be shorter) and `scale` [B, S] holds one
-    gain per segment: the RMS (+1e-8) of the segment's channel mean, by which its decoded audio is
-    multiplied. `decode` splits the codes back into segments and overlap-adds them (linear cross-fade),
-    as the package does. Without `scale`, segments are decoded at unit RMS.
-
-    The models were trained for bandwidths 1.5/3/6/12/24 kbps (24 kHz: 2/4/8/16/32 codebooks) and
-    3/6/12/24 kbps (48 kHz: 2/4/8/16 codebooks); :meth:`set_num_codebooks` accepts any count.
-    """
-
-    def __init__(self, model: encodec.EncodecModel):
-        super().__init__()
-        self.model = model
-        self.set_num_codebooks(self.total_codebooks)
-
-    @classmethod
-    def from_name(cls, name: str, repository: tp.Optional[tp.Union[str, Path]] = None,
-                  verify_checksum: bool = False) -> 'EncodecPretrainedModel':
-        """Load pretrained model `name` ('encodec_24khz' | 'encodec_48khz'); see :func:`load_package_model`."""
-        return cls(load_package_model(name, repository, verify_checksum)).eval()
-
-    # -- properties ----------------------------------------------------------------------------------
-
-    @property
-    def channels(self) -> int:
-        return self.model.channels
-
-    @property
-    def frame_rate(self) -> float:
-        return float(self.model.frame_rate)
-
-    @property
-    def sample_rate(self) -> int:
-        return self.model.sample_rate
-
-    @property
-    def cardinality(self) -> int:
-        return self.model.quantizer.bins
-
-    @property
-    def total_codebooks(self) -> int:
-        return self.model.quantizer.n_q
-
-    @property
-    def num_codebooks(self) -> int:
-        return self._num_codebooks
-
-    def set_num_codebooks(self, n: int) -> None:
-        if not 1 <= n <= self.total_codebooks:
-            raise ValueError(f"num_codebooks must be in [1, {self.total_codebooks}], got {n}.")
-        quantizer = self.model.quantizer
-        bandwidth = n * quantizer.get_bandwidth_per_quantizer(self.model.frame_rate)
-        assert quantizer.get_num_quantizers_for_bandwidth(self.model.frame_rate, bandwidth) == n
-        self.model.bandwidth = bandwidth  # the package selects its codebooks from this bandwidth
-        self._num_codebooks = int(n)
-
-    @property
-    def is_continuous(self) -> bool:
-        return False
-
-    @property
-    def _frames_per_segment(self) -> tp.Optional[int]:
-        segment_length = self.model.segment_length
-        return None if segment_length is None else -(-segment_length // self.hop_length)
-
-    # -- processing ----------------------------------------------------------------------------------
-
-    def encode(self, x: torch.Tensor) -> EncodeResult:
-        """Audio [B, C, T] -> (codes [B, K, T'], scale None (24 kHz) | [B, S] per-segment gains (48 kHz))."""
-        assert x.dim() == 3 and x.shape[1] == self.channels, \
-            f"expected audio [B, {self.channels}, T], got shape {tuple(x.shape)}"
-        frames = self.model.encode(x)
-        codes = torch.cat([frame_codes for frame_codes, _ in frames], dim=-1)
-        scales = [scale for _, scale in frames]
-        return codes, None if scales[0] is None else torch.cat(scales, dim=1)
-
-    def decode(self, codes: torch.Tensor, scale: tp.Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Codes [B, K, T'] (+ scale from `encode`) -> audio [B, C, T' * hop] (48 kHz: overlap-added
-        segments, slightly longer than the encoded audio)."""
-        assert codes.dim() == 3, f"expected codes [B, K, T], got shape {tuple(codes.shape)}"
-        per_segment = self._frames_per_segment
-        if per_segment is None:
-            return self.model.decode([(codes, scale)])
-        segments = torch.split(codes, per_segment, dim=-1)
-        if scale is None:
-            scales: tp.List[tp.Optional[torch.Tensor]] = [None] * len(segments)
-        else:
-            assert scale.shape == (codes.shape[0], len(segments)), \
-                f"expected scale [B, {len(segments)}] (one per segment), got {tuple(scale.shape)}"
-            scales = list(scale.split(1, dim=1))
-        return self.model.decode(list(zip(segments, scales)))
-
-    def decode_latent(self, codes: torch.Tensor) -> torch.Tensor:
-        """Codes [B, K, T'] -> quantized latents [B, 128, T']."""
-        return self.model.quantizer.decode(codes.transpose(0, 1))
-
-    def forward(self, x: torch.Tensor) -> QuantizedResult:
-        """Reconstruction [B, C, T] in `result.x`, with codes and bandwidth (no penalty: not trained here)."""
-        codes, scale = self.encode(x)
-        audio = self.decode(codes, scale)[..., :x.shape[-1]]
-        bandwidth = torch.tensor(self.model.bandwidth, device=x.device)
-        return QuantizedResult(audio, codes, bandwidth, penalty=None)
-
-    def encode_chunked(self, x: torch.Tensor, chunk_seconds: float = 10.,
-                       overlap_seconds: float = 1.) -> EncodeResult:
-        """24 kHz: windows with context (see CompressionModel). 48 kHz: the package already works in
-        1 s segments, so this is :meth:`encode`."""
-        if self.model.segment is not None:
-            return self.encode(x)
-        return super().encode_chunked(x, chunk_seconds, overlap_seconds)
-
-    def decode_chunked(self, codes: torch.Tensor, scale: tp.Optional[torch.Tensor] = None,
-                       chunk_seconds: float = 10., overlap_seconds: float = 1.) -> torch.Tensor:
-        """24 kHz: windows with context (see CompressionModel). 48 kHz: :meth:`decode` (segment-wise)."""
-        if self.model.segment is not None:
-            return self.decode(codes, scale)
-        return super().decode_chunked(codes, scale, chunk_seconds, overlap_seconds)
+def strip_prefix(name: str) -> str:
+    """``//pretrained/NAME`` -> NAME (NAME is returned unchanged)."""
+    return name[len(PRETRAINED_PREFIX):].strip('/') if name.startswith(PRETRAINED_PREFIX) else name
 
 
-def get_pretrained_model(name: str, repository: tp.Optional[tp.Union[str, Path]] = None,
-                         device: tp.Union[str, torch.device] = 'cpu') -> EncodecPretrainedModel:
-    """Pretrained model `name` ('encodec_24khz' | 'encodec_48khz') in eval mode on `device`."""
-    return EncodecPretrainedModel.from_name(name, repository).to(device)
+def _register_defaults() -> None:
+    register_family_builder('compression', get_compression_model)
+    release = 'EnCodec weights released by Meta, https://dl.fbaipublicfiles.com/encodec/v0/{}'
+    for name, filename, preset, sample_rate, channels in (
+            ('encodec_24khz', 'encodec_24khz-d7cc33bc.th', 'encodec/meta_24khz', 24000, 1),
+            ('encodec_48khz', 'encodec_48khz-7e698e3e.th', 'encodec/meta_48khz', 48000, 2)):
+        register_pretrained(name, PretrainedEntry(
+            checkpoints=(filename,), family='compression', config=_model_config_text(preset, sample_rate, channels),
+            convert=_convert_encodec, source=release.format(filename)))
+
+
+_register_defaults()
