@@ -171,7 +171,7 @@ def _lookup(cfg: DictConfig, key: str) -> tp.Any:
     """The resolved value at `key`, ``'???'`` when mandatory and unset, :data:`_MISSING` when absent."""
     parent_key, _, leaf = key.rpartition(".")
     parent = OmegaConf.select(cfg, parent_key, default=None) if parent_key else cfg
-    if not isinstance(parent, DictConfig) or leaf not in parent:
+    if not isinstance(parent, DictConfig) or leaf not in parent.keys():
         return _MISSING
     if OmegaConf.is_missing(parent, leaf):
         return "???"
@@ -222,6 +222,21 @@ def check_device_available(device: tp.Any) -> None:
                               "use device=cpu or device=auto.")
     elif device == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
         raise ConfigError("Invalid config: device=mps but MPS is not available here; use device=cpu or device=auto.")
+
+
+def check_checkpoint_reference(key: str, value: tp.Any) -> None:
+    """`value` of `key` (``continue_from``, ``*_checkpoint``) names an existing checkpoint file:
+    ``//sig/SIG``, an XP folder or a file path (``//pretrained/NAME`` is checked when loaded)."""
+    from .utils.checkpoint import PRETRAINED_PREFIX, not_a_checkpoint_reason, resolve_checkpoint_path
+    if value is None or str(value).startswith(PRETRAINED_PREFIX):
+        return
+    try:
+        path = resolve_checkpoint_path(str(value))
+    except FileNotFoundError as err:
+        raise ConfigError(f"Invalid config: {key}={value}: {_first_line(err)}") from err
+    reason = not_a_checkpoint_reason(path)
+    if reason is not None:
+        raise ConfigError(f"Invalid config: {key}={value}: {path} is not an audiogen_lab checkpoint ({reason}).")
 
 
 # ---------------------------------------------------------------------------------------- overrides

@@ -30,15 +30,15 @@ import dora.distrib
 import flashy
 import torch
 from dora.hydra import HydraMain
-from hydra.errors import CompactHydraException, HydraException, MissingConfigException, OverrideParseException
+from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from .config_check import (ConfigError, check_added_keys, closest_keys, split_added_keys, unknown_option_message,
-                           validate_config)
+from .config_check import (ConfigError, check_added_keys, check_checkpoint_reference, closest_keys,
+                           split_added_keys, unknown_option_message, validate_config)
 from .environment import AudioGenEnvironment
 from .solvers.builders import get_solver
-from .utils.checkpoint import CheckpointLoadError
+from .utils.checkpoint import CHECKPOINT_NAME, CheckpointLoadError
 from .utils.lock import XPLock, XPLockedError
 from .utils.utils import pick_device, seed_everything
 
@@ -75,10 +75,6 @@ def init_distributed(cfg: DictConfig) -> None:
 USER_ERRORS: tp.Tuple[tp.Type[BaseException], ...] = (ConfigError, XPLockedError, CheckpointLoadError)
 
 
-class UserError(CompactHydraException):
-    """A user error raised inside the Hydra task: Hydra prints its message alone, without a traceback."""
-
-
 def lock_name(cfg: DictConfig) -> tp.Optional[str]:
     """The lock a run of `cfg` takes in its XP folder, or None (``show=true``).
 
@@ -94,12 +90,27 @@ def lock_name(cfg: DictConfig) -> tp.Optional[str]:
     return "run.lock"
 
 
-def xp_lock(xp: dora.XP) -> tp.ContextManager[tp.Any]:
-    """The lock of `xp` on rank 0; nothing on other ranks and for ``show=true``."""
+#: The lock held by the run of this process (rank 0 of a training or ``execute_only`` run), else None.
+held_lock: tp.Optional[XPLock] = None
+
+
+@contextlib.contextmanager
+def xp_lock(xp: dora.XP) -> tp.Iterator[tp.Optional[XPLock]]:
+    """Hold the lock of `xp` on rank 0 (see :func:`lock_name`); nothing on other ranks and for ``show=true``.
+
+    The lock refreshes its heartbeat from a background thread: the solver has nothing to call.
+    """
+    global held_lock
     name = lock_name(xp.cfg)
     if name is None or dora.distrib.get_distrib_spec().rank > 0:
-        return contextlib.nullcontext()
-    return XPLock(xp.folder, name=name, description=f"XP {xp.sig}")
+        yield None
+        return
+    with XPLock(xp.folder, name=name, description=f"XP {xp.sig}") as lock:
+        held_lock = lock
+        try:
+            yield lock
+        finally:
+            held_lock = None
 
 
 class AudioGenMain(HydraMain):
@@ -116,16 +127,23 @@ class AudioGenMain(HydraMain):
         except (HydraException, OmegaConfBaseException) as err:
             raise self._command_line_error(err, list(argv)) from err
 
-    def check_xp(self, xp: dora.XP, check_device: bool = True) -> None:
-        """Values of the config, keys added with ``+``, and (`check_device`) the device on this machine."""
+    def check_xp(self, xp: dora.XP, runtime: bool = True) -> None:
+        """Values of the config, keys added with ``+``, and with `runtime` (when the run happens
+        here) the device and the checkpoints it starts from (``continue_from`` unless the XP resumes
+        from its own checkpoint, top-level ``*_checkpoint`` keys)."""
         kept, added = split_added_keys(xp.argv, self._config_groups)
         if added:
             check_added_keys(added, self._get_config(kept))
-        validate_config(xp.cfg, check_device=check_device)
+        validate_config(xp.cfg, check_device=runtime)
+        if runtime:
+            for key in xp.cfg.keys():
+                if str(key).endswith("_checkpoint") or (key == "continue_from" and not
+                                                        (xp.folder / CHECKPOINT_NAME).exists()):
+                    check_checkpoint_reference(str(key), xp.cfg.get(key))
 
     def init_xp(self, xp: dora.XP) -> dora.XP:
         """Checks (without the device: grids are often prepared on a machine without GPU), then Dora's."""
-        self.check_xp(xp, check_device=False)
+        self.check_xp(xp, runtime=False)
         return super().init_xp(xp)
 
     def __call__(self) -> tp.Any:
@@ -133,7 +151,7 @@ class AudioGenMain(HydraMain):
         if not self._is_active(argv):
             return self._main()
         xp = self.get_xp(argv)
-        self.check_xp(xp, check_device=True)
+        self.check_xp(xp, runtime=True)
         with xp_lock(xp):
             HydraMain.init_xp(self, xp)
             with xp.enter():
@@ -174,6 +192,8 @@ def main(cfg: DictConfig) -> tp.Any:
     try:
         init_seed_and_system(cfg)
         init_logging(cfg)
+        if held_lock is not None and held_lock.took_over:
+            logger.warning("Took over the lock %s: %s.", held_lock.path, held_lock.took_over)
         init_distributed(cfg)
         if cfg.get("show"):
             solver = get_solver(cfg)
@@ -182,7 +202,11 @@ def main(cfg: DictConfig) -> tp.Any:
         solver = get_solver(cfg)
         return solver.run()
     except USER_ERRORS as err:
-        raise UserError(str(err)) from err
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        # One line on the console and in the XP's log (the run's only record on a cluster), no traceback.
+        logger.error("%s", err)
+        raise SystemExit(1) from err
 
 
 main.dora.dir = AudioGenEnvironment.get_dora_dir()
