@@ -12,6 +12,7 @@ import pickle
 import re
 import tempfile
 import typing as tp
+import zipfile
 from pathlib import Path
 
 import torch
@@ -56,10 +57,17 @@ def save_checkpoint(state: tp.Any, path: tp.Union[str, Path]) -> Path:
 
 
 def load_checkpoint(path: tp.Union[str, Path], map_location: tp.Any = "cpu") -> tp.Any:
-    """Load a checkpoint with ``weights_only=True``; refuse anything that needs arbitrary code."""
+    """Load a checkpoint with ``weights_only=True``; refuse anything that needs arbitrary code.
+
+    A file that is not a torch checkpoint at all (audio, JSON, text...) is refused with
+    :class:`CheckpointLoadError` saying so.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"Checkpoint {path} does not exist.")
+    not_checkpoint = not_a_checkpoint_reason(path)
+    if not_checkpoint is not None:
+        raise CheckpointLoadError(f"{path} is not an audiogen_lab checkpoint ({not_checkpoint}).")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
@@ -69,6 +77,48 @@ def load_checkpoint(path: tp.Union[str, Path], map_location: tp.Any = "cpu") -> 
             "with tensors, numbers, strings and containers only.") from err
     except (RuntimeError, EOFError) as err:
         raise CheckpointLoadError(f"Checkpoint {path} is corrupt or truncated: {err}") from err
+    except Exception as err:  # torch's legacy reader fails in many ways on foreign files
+        raise CheckpointLoadError(
+            f"{path} is not an audiogen_lab checkpoint (torch.load failed: {type(err).__name__}: {err}).") from err
+
+
+_KNOWN_FORMATS = ((b"RIFF", "it is a WAV/RIFF file"), (b"fLaC", "it is a FLAC file"), (b"OggS", "it is an Ogg file"),
+                  (b"ID3", "it is an MP3 file"), (b"\xff\xfb", "it is an MP3 file"), (b"\x89HDF", "it is an HDF5 file"),
+                  (b"\x93NUMPY", "it is a NumPy .npy file"), (b"\x1f\x8b", "it is gzip-compressed"))
+
+
+def not_a_checkpoint_reason(path: tp.Union[str, Path]) -> tp.Optional[str]:
+    """Why `path` cannot be a torch checkpoint, from its first bytes, or None if it may be one.
+
+    ``torch.save`` writes a zip archive holding ``<name>/data.pkl`` (or, in the legacy format, a
+    pickle, which starts with the PROTO opcode ``0x80``).
+    """
+    path = Path(path)
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if not head:
+        return "the file is empty"
+    if head.startswith(b"PK"):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except zipfile.BadZipFile:
+            return None  # a truncated torch zip: torch.load reports it as corrupt
+        if not any(name.endswith("data.pkl") for name in names):
+            return f"a zip archive without data.pkl, holding {', '.join(names[:3]) or 'nothing'}"
+        return None
+    if head[:1] == b"\x80":
+        return None
+    for magic, what in _KNOWN_FORMATS:
+        if head.startswith(magic):
+            return what
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"unknown format starting with {head[:8]!r}"
+    if text.lstrip()[:1] in ("{", "["):
+        return "it is a JSON file"
+    return f"it is a text file starting with {text.strip()[:30]!r}"
 
 
 def epoch_checkpoints(folder: tp.Union[str, Path]) -> tp.List[tp.Tuple[int, Path]]:
@@ -114,3 +164,4 @@ def resolve_checkpoint_path(sig_or_path: tp.Union[str, Path], name: str = CHECKP
     if not path.exists():
         raise FileNotFoundError(f"Checkpoint {path} does not exist.")
     return path
+
