@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import fnmatch
 import typing as tp
 from pathlib import Path
 
@@ -21,8 +22,10 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 
-#: Config nodes designed to hold arbitrary user keys: ``+node.anything=value`` is allowed below them.
-FREE_FORM_NODES: tp.Tuple[str, ...] = ()
+#: Config nodes (fnmatch patterns) whose keys are passed on as keyword arguments, so that
+#: ``+node.name=value`` adds an argument some code does read: SEANet's encoder-only and decoder-only
+#: options, and the parameters of its normalisation and activations.
+FREE_FORM_NODES: tp.Tuple[str, ...] = ("seanet.encoder", "seanet.decoder", "*norm_params", "*activation_params")
 
 _MISSING = object()
 
@@ -132,8 +135,8 @@ RULES: tp.Tuple[Rule, ...] = (
     Rule("channels", positive_int, "a positive integer", required=True),
     Rule("seed", integer, "an integer"),
     Rule("device", device_name, "auto, cpu, cuda, cuda:N or mps"),
-    Rule("dtype", one_of("float16", "bfloat16", "float32"), "one of float16, bfloat16, float32"),
     Rule("autocast", boolean, "true or false"),
+    Rule("autocast_force", boolean, "true or false"),
     Rule("autocast_dtype", one_of("float16", "bfloat16", "float32"), "one of float16, bfloat16, float32"),
     Rule("show", boolean, "true or false"),
     Rule("execute_only", optional(one_of("valid", "evaluate", "generate")), "null or one of valid, evaluate, generate"),
@@ -284,7 +287,7 @@ def check_added_keys(added: tp.Sequence[str], reference: DictConfig) -> None:
     """
     for arg in added:
         key = arg.split("=", 1)[0].lstrip("+")
-        if any(key == node or key.startswith(node + ".") for node in FREE_FORM_NODES):
+        if _below_free_form_node(key):
             continue
         if OmegaConf.select(reference, key, default=_MISSING) is not _MISSING:
             continue
@@ -292,6 +295,12 @@ def check_added_keys(added: tp.Sequence[str], reference: DictConfig) -> None:
         hint = f"did you mean {', '.join(close)}?" if close else "no existing key is close."
         raise ConfigError(f"Unknown config key {key!r} in {arg!r}: no config defines it and no code reads it, "
                           f"but it would change the XP signature; {hint}")
+
+
+def _below_free_form_node(key: str) -> bool:
+    parts = key.split(".")
+    parents = [".".join(parts[:i]) for i in range(1, len(parts))]
+    return any(fnmatch.fnmatchcase(parent, pattern) for parent in parents for pattern in FREE_FORM_NODES)
 
 
 # ---------------------------------------------------------------------------------------- group options

@@ -110,6 +110,9 @@ def test_added_key_is_refused_with_the_closest_existing_keys(debug_cfg):
     text = str(info.value)
     assert "'optim.lrr'" in text and "did you mean optim.lr?" in text and "\n" not in text
     check_added_keys(["++optim.lr=1"], reference)  # an existing key: a plain override
+    check_added_keys(["+seanet.norm_params.eps=1e-3", "+seanet.encoder.n_filters=4"], reference)  # kwargs nodes
+    with pytest.raises(ConfigError, match="'seanet.normm'"):
+        check_added_keys(["+seanet.normm=1"], reference)
     assert closest_keys("optimm.lr", reference)[0] == "optim.lr"
     assert closest_keys("optim.ema.decai", reference) == ["optim.ema.decay"]
 
