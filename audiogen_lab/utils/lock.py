@@ -1,7 +1,7 @@
 """One running process per XP: a lock file in the XP folder, safe across machines sharing the folder.
 
 The lock file is created atomically (``O_CREAT | O_EXCL``) and holds JSON
-``{host, pid, started, heartbeat, proc_start, token}`` (times in seconds since the epoch). While it is
+``{host, pid, started, heartbeat, proc_start, slurm_job, token}`` (times in seconds since the epoch). While it is
 held, a daemon thread rewrites ``heartbeat`` every ``heartbeat_every`` seconds, so the solver has
 nothing to call; :meth:`XPLock.heartbeat` is public for code that wants to refresh it explicitly.
 
@@ -10,7 +10,8 @@ the lock is stale, in which case it is taken over with a warning:
 
 - same host: the pid is no longer alive (or is now another process: its start time differs);
 - other host: the heartbeat is older than ``timeout`` seconds (``$AUDIOGEN_LAB_LOCK_TIMEOUT``,
-  default 600). Clocks of machines sharing a folder must agree to well within that.
+  default 600). Clocks of machines sharing a folder must agree to well within that;
+- the holder was an earlier run of the same SLURM job (a requeued job keeps its id): that run is over.
 
 To run anyway (e.g. the other machine is gone but its heartbeat is recent), set
 ``AUDIOGEN_LAB_FORCE_RUN=1`` or delete the lock file.
@@ -49,6 +50,14 @@ def _proc_start(pid: int) -> tp.Optional[int]:
         return int(stat.rsplit(")", 1)[1].split()[19])
     except (IndexError, ValueError):
         return None
+
+
+def slurm_job() -> tp.Optional[str]:
+    """The SLURM job (``ARRAYID_TASK`` for array tasks) this process belongs to, or None."""
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    if array and task:
+        return f"{array}_{task}"
+    return os.environ.get("SLURM_JOB_ID") or None
 
 
 def pid_alive(pid: int) -> bool:
@@ -135,6 +144,9 @@ class XPLock:
                 return "it was removed"
             return f"it is unreadable and {age:.0f} s old" if age > self.timeout else None
         pid = int(record.get("pid", -1))
+        job = slurm_job()
+        if job is not None and record.get("slurm_job") == job and (record.get("host"), pid) != (self.host, os.getpid()):
+            return f"it was written by an earlier run of SLURM job {job} (requeued)"
         if record.get("host") == self.host:
             if not pid_alive(pid):
                 return f"pid {pid} is no longer running on {self.host}"
@@ -158,7 +170,7 @@ class XPLock:
     # ------------------------------------------------------------------ acquire / release
     def _record(self, heartbeat: float) -> dict:
         return {"host": self.host, "pid": os.getpid(), "started": self.started, "heartbeat": heartbeat,
-                "proc_start": _proc_start(os.getpid()), "token": self.token}
+                "proc_start": _proc_start(os.getpid()), "slurm_job": slurm_job(), "token": self.token}
 
     def _create(self) -> bool:
         try:

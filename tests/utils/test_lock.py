@@ -102,6 +102,18 @@ def test_other_host_lock_is_stale_only_after_the_timeout(tmp_path):
         assert "gpu-node-7" in lock.took_over and "s old (timeout 60 s)" in lock.took_over
 
 
+def test_requeued_slurm_job_takes_over_its_earlier_run(tmp_path, monkeypatch):
+    monkeypatch.delenv("SLURM_ARRAY_JOB_ID", raising=False)
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    _write_lock(tmp_path, host="gpu-node-7", pid=1234, slurm_job="4242")
+    with XPLock(tmp_path, heartbeat_every=0) as lock:
+        assert "earlier run of SLURM job 4242" in lock.took_over
+        assert json.loads(lock.path.read_text())["slurm_job"] == "4242"
+    _write_lock(tmp_path, host="gpu-node-7", pid=1234, slurm_job="4243")  # another job: still running
+    with pytest.raises(XPLockedError):
+        XPLock(tmp_path).acquire()
+
+
 def test_force_takes_over_a_live_lock(tmp_path, sleeper, monkeypatch):
     _write_lock(tmp_path, pid=sleeper.pid)
     monkeypatch.setenv(FORCE_ENV, "1")
