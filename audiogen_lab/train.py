@@ -11,10 +11,12 @@ In a notebook::
 
 Before anything is written to the XP folder, ``dora run`` checks the command line and the config
 (:mod:`audiogen_lab.config_check`: values of the common keys, keys added with ``+`` that no config
-defines, unknown solver names, ``device=cuda`` without a GPU) and takes the XP's lock
-(:class:`~audiogen_lab.utils.lock.XPLock`, ``run.lock`` in the XP folder) so that a second run of the
-same XP is refused while the first one is alive. These user errors print one line, without a
-traceback; ``HYDRA_FULL_ERROR=1`` shows the traceback.
+defines, unknown solver names, ``device=cuda`` without a GPU, a ``continue_from`` that is not a
+checkpoint) and rank 0 takes the XP's lock (:class:`~audiogen_lab.utils.lock.XPLock`, ``run.lock`` in
+the XP folder): a second run of the same XP, here or on another machine sharing the folder, is
+refused while the first one is alive. A lock left by a killed run is taken over (see
+:mod:`audiogen_lab.utils.lock`); to run anyway, set ``AUDIOGEN_LAB_FORCE_RUN=1`` or delete the file.
+These user errors print one line, without a traceback; ``HYDRA_FULL_ERROR=1`` shows the traceback.
 """
 from __future__ import annotations
 
