@@ -119,28 +119,54 @@ def codebook_dependence(codes: torch.Tensor, cardinality: int,
     return {"nmi": nmi, "nmi_shuffled": shuffled, "nmi_corrected": nmi - shuffled}
 
 
+def _compact_dtype(cardinality: int) -> torch.dtype:
+    """Smallest integer dtype holding codes in `[0, cardinality)` (int16 up to 2**15 entries)."""
+    return torch.int16 if cardinality <= 2 ** 15 else torch.int32
+
+
+def _gather_frames(levels: torch.Tensor) -> torch.Tensor:
+    """Concatenate along frames, in rank order, the `[R, F_rank]` tensors of every rank (a collective
+    call when distributed; identity otherwise). Sent as int32, which every backend reduces and gathers."""
+    if not flashy.distrib.is_distributed():
+        return levels
+    world = flashy.distrib.world_size()
+    local = levels.to(torch.int32)
+    size = torch.tensor([local.shape[1]], dtype=torch.long, device=local.device)
+    sizes = [torch.zeros_like(size) for _ in range(world)]
+    torch.distributed.all_gather(sizes, size)
+    longest = int(max(int(s) for s in sizes))
+    padded = torch.nn.functional.pad(local, (0, longest - local.shape[1]))
+    gathered = [torch.empty_like(padded) for _ in range(world)]
+    torch.distributed.all_gather(gathered, padded)
+    return torch.cat([g[:, :int(s)] for g, s in zip(gathered, sizes)], dim=1).to(levels.dtype)
+
+
 class CodebookStats:
     """Streaming codebook statistics over many batches (and ranks) of codes `[B, K, T]`.
 
-    Keeps per-level code counts `[K, N]` and, for every pair of levels (or the given `pairs`), the
-    joint counts `[N, N]` of the codes and of the codes with each level's frames permuted within
-    each `update` call. Memory: `2 * len(pairs) * N^2` int32 counts (all 6 pairs of K=4 levels with
-    N=1024 take 48 MB); restrict `pairs` for many levels or large codebooks.
+    Keeps the per-level code counts `[K, N]` and the codes themselves (as small integers) of the levels
+    that appear in `pairs`; the joint histograms `[N, N]` of each pair of levels are only built, one
+    at a time, in :meth:`compute`. Memory therefore grows with the frames seen, ``2 * K' * F`` bytes
+    for K' levels in pairs and F frames (int16 codes for N <= 32768), not with ``pairs * N^2``: for
+    32 levels of 1024 entries, one hour of 75 Hz codes takes 17 MB where dense pair tables took 3.9 GB.
 
-    `compute()` sums the counts over ranks (`flashy.distrib.all_reduce`) and returns floats:
-    `perplexity_q{k}`, `usage_q{k}` per level, and `nmi`, `nmi_shuffled`, `nmi_corrected` averaged
-    over the pairs (see :func:`codebook_dependence`).
+    `compute()` gathers the counts and codes of all ranks and returns floats: `perplexity_q{k}`,
+    `usage_q{k}` per level, and `nmi`, `nmi_shuffled`, `nmi_corrected` averaged over the pairs (see
+    :func:`codebook_dependence`). The shuffled estimate permutes each level's frames within each
+    `update` call, with permutations drawn from a generator seeded with `shuffle_seed`; `compute`
+    replays them, so it is deterministic and can be called any number of times.
 
     Args:
         num_codebooks: number of levels K.
         cardinality: codebook size N.
         pairs: level pairs `(i, j)` whose dependence is measured (default: all pairs i < j).
-        seed: seed of the permutations used for the shuffled counts.
-        device: where the counts live (default: the device of the first codes seen).
+        shuffle_seed: seed of the permutations of the shuffled estimate
+            (config key ``metrics.codebook.shuffle_seed``).
+        device: where the counts and codes live (default: the device of the first codes seen).
     """
 
     def __init__(self, num_codebooks: int, cardinality: int,
-                 pairs: tp.Optional[tp.Sequence[tp.Tuple[int, int]]] = None, seed: int = 0,
+                 pairs: tp.Optional[tp.Sequence[tp.Tuple[int, int]]] = None, shuffle_seed: int = 0,
                  device: tp.Optional[tp.Union[str, torch.device]] = None) -> None:
         assert num_codebooks >= 1 and cardinality >= 1, (
             f"num_codebooks and cardinality must be positive, got {num_codebooks} and {cardinality}.")
@@ -151,23 +177,24 @@ class CodebookStats:
         for i, j in pairs:
             assert 0 <= i < num_codebooks and 0 <= j < num_codebooks and i != j, (
                 f"Invalid level pair ({i}, {j}) for {num_codebooks} codebooks.")
-        self.pairs = [tuple(pair) for pair in pairs]
-        self.seed = seed
+        self.pairs = [(int(i), int(j)) for i, j in pairs]
+        # levels whose codes are kept, and the row of each in the stored codes
+        self._kept = sorted({level for pair in self.pairs for level in pair})
+        self._row = {level: row for row, level in enumerate(self._kept)}
+        self.shuffle_seed = int(shuffle_seed)
         self.device = None if device is None else torch.device(device)
         self.reset()
 
     def reset(self) -> None:
         """Forget everything seen so far."""
-        self._generator = torch.Generator().manual_seed(self.seed)
         self._counts: tp.Optional[torch.Tensor] = None
-        self._joint: tp.Optional[torch.Tensor] = None
-        self._joint_shuffled: tp.Optional[torch.Tensor] = None
+        self._chunks: tp.List[torch.Tensor] = []  # one [K', F] per update, in order
 
-    def _allocate(self, device: torch.device) -> None:
-        n, k, p = self.cardinality, self.num_codebooks, len(self.pairs)
-        self._counts = torch.zeros(k, n, dtype=torch.long, device=device)
-        self._joint = torch.zeros(p, n, n, dtype=torch.int32, device=device)
-        self._joint_shuffled = torch.zeros(p, n, n, dtype=torch.int32, device=device)
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes held by the accumulated statistics (counts and stored codes)."""
+        tensors = self._chunks + ([] if self._counts is None else [self._counts])
+        return sum(t.numel() * t.element_size() for t in tensors)
 
     @torch.no_grad()
     def update(self, codes: torch.Tensor) -> None:
@@ -175,37 +202,55 @@ class CodebookStats:
         _check_codes(codes, self.cardinality)
         assert codes.shape[1] == self.num_codebooks, (
             f"Expected {self.num_codebooks} codebooks, got codes of shape {tuple(codes.shape)}.")
+        device = self.device if self.device is not None else codes.device
         if self._counts is None:
-            self._allocate(self.device if self.device is not None else codes.device)
-        assert self._counts is not None and self._joint is not None and self._joint_shuffled is not None
-        levels = _flat_levels(codes).to(self._counts.device)
-        n = self.cardinality
+            self._counts = torch.zeros(self.num_codebooks, self.cardinality, dtype=torch.long, device=device)
+        levels = _flat_levels(codes).to(device)
         for k in range(self.num_codebooks):
-            self._counts[k] += torch.bincount(levels[k], minlength=n)
-        shuffled = _permute_levels(levels, self._generator)
-        for index, (i, j) in enumerate(self.pairs):
-            self._joint[index] += _joint_counts(levels[i], levels[j], n).to(torch.int32)
-            self._joint_shuffled[index] += _joint_counts(shuffled[i], shuffled[j], n).to(torch.int32)
+            self._counts[k] += torch.bincount(levels[k], minlength=self.cardinality)
+        if self._kept:
+            self._chunks.append(levels[self._kept].to(_compact_dtype(self.cardinality)))
+
+    def _local_codes(self, device: torch.device) -> tp.Tuple[torch.Tensor, torch.Tensor]:
+        """Stored codes `[K', F]` and the same with each level's frames permuted within each update:
+        the permutations of :func:`_permute_levels` on all K levels, drawn in update order."""
+        generator = torch.Generator().manual_seed(self.shuffle_seed)
+        plain, shuffled = [], []
+        for chunk in self._chunks:
+            rows = torch.zeros(self.num_codebooks, chunk.shape[1], dtype=chunk.dtype, device=chunk.device)
+            rows[self._kept] = chunk
+            plain.append(chunk)
+            shuffled.append(_permute_levels(rows, generator)[self._kept])
+        if not plain:
+            empty = torch.zeros(len(self._kept), 0, dtype=_compact_dtype(self.cardinality), device=device)
+            return empty, empty
+        return torch.cat(plain, dim=1), torch.cat(shuffled, dim=1)
+
+    def _mean_pair_nmi(self, levels: torch.Tensor) -> float:
+        """Mean over `pairs` of the plug-in NMI of the stored levels `[K', F]`."""
+        total = 0.0
+        for i, j in self.pairs:
+            a, b = levels[self._row[i]].long(), levels[self._row[j]].long()
+            total += _nmi_from_joint(_joint_counts(a, b, self.cardinality))
+        return total / len(self.pairs)
 
     @torch.no_grad()
     def compute(self) -> tp.Dict[str, float]:
         """Statistics of everything accumulated on all ranks (a collective call when distributed)."""
-        if self._counts is None:
-            device = self.device if self.device is not None else torch.device("cpu")
-            self._allocate(device)
-        assert self._counts is not None and self._joint is not None and self._joint_shuffled is not None
-        counts, joint, joint_shuffled = self._counts.clone(), self._joint.clone(), self._joint_shuffled.clone()
-        for tensor in (counts, joint, joint_shuffled):
-            flashy.distrib.all_reduce(tensor)
+        device = self.device if self.device is not None else torch.device("cpu")
+        counts = self._counts.clone() if self._counts is not None else \
+            torch.zeros(self.num_codebooks, self.cardinality, dtype=torch.long, device=device)
+        flashy.distrib.all_reduce(counts)
         metrics: tp.Dict[str, float] = {}
         entropy = _entropy(counts)
         for k in range(self.num_codebooks):
             metrics[f"perplexity_q{k}"] = float(entropy[k].exp())
             metrics[f"usage_q{k}"] = float((counts[k] > 0).double().mean())
         if self.pairs:
-            nmi = sum(_nmi_from_joint(joint[p]) for p in range(len(self.pairs))) / len(self.pairs)
-            shuffled = sum(_nmi_from_joint(joint_shuffled[p]) for p in range(len(self.pairs))) / len(self.pairs)
+            plain, shuffled = self._local_codes(counts.device)
+            nmi = self._mean_pair_nmi(_gather_frames(plain))
+            nmi_shuffled = self._mean_pair_nmi(_gather_frames(shuffled))
         else:
-            nmi = shuffled = 0.0
-        metrics.update({"nmi": nmi, "nmi_shuffled": shuffled, "nmi_corrected": nmi - shuffled})
+            nmi = nmi_shuffled = 0.0
+        metrics.update({"nmi": nmi, "nmi_shuffled": nmi_shuffled, "nmi_corrected": nmi - nmi_shuffled})
         return metrics

@@ -1,4 +1,5 @@
 import math
+import os
 import time
 
 import pytest
@@ -115,3 +116,138 @@ def test_large_codebooks_are_fast():
     assert time.process_time() - start < 10.0
     # 4096 frames over 1M joint bins: raw NMI is dominated by bias, the corrected value is not.
     assert dependence["nmi"] > 0.3 and abs(dependence["nmi_corrected"]) < 0.05
+
+
+def _dense_reference(chunks, cardinality, pairs, shuffle_seed):
+    """Statistics of a list of code batches [B, K, T] with full N x N joint tables per pair, the
+    shuffled tables built from each batch's levels permuted as `torch.rand(...).argsort()` with a
+    generator seeded with `shuffle_seed`, in batch order."""
+    generator = torch.Generator().manual_seed(shuffle_seed)
+    num_levels = chunks[0].shape[1]
+    counts = torch.zeros(num_levels, cardinality, dtype=torch.long)
+    joint = torch.zeros(len(pairs), cardinality, cardinality, dtype=torch.long)
+    joint_shuffled = torch.zeros_like(joint)
+    for codes in chunks:
+        levels = codes.transpose(0, 1).reshape(num_levels, -1).long()
+        order = torch.rand(levels.shape, generator=generator).argsort(dim=-1)
+        shuffled = torch.gather(levels, 1, order)
+        for k in range(num_levels):
+            counts[k] += torch.bincount(levels[k], minlength=cardinality)
+        for p, (i, j) in enumerate(pairs):
+            joint[p].index_put_((levels[i], levels[j]), torch.ones_like(levels[i]), accumulate=True)
+            joint_shuffled[p].index_put_((shuffled[i], shuffled[j]), torch.ones_like(levels[i]), accumulate=True)
+
+    def entropy(c):
+        p = c[c > 0].double() / c.sum()
+        return float(-(p * p.log()).sum())
+
+    def nmi(table):
+        h_a, h_b = entropy(table.sum(1)), entropy(table.sum(0))
+        if h_a <= 0 or h_b <= 0:
+            return 0.0
+        return min(max(h_a + h_b - entropy(table.flatten()), 0.0) / math.sqrt(h_a * h_b), 1.0)
+
+    metrics = {}
+    for k in range(num_levels):
+        metrics[f"perplexity_q{k}"] = math.exp(entropy(counts[k]))
+        metrics[f"usage_q{k}"] = float((counts[k] > 0).double().mean())
+    metrics["nmi"] = sum(nmi(t) for t in joint) / len(pairs)
+    metrics["nmi_shuffled"] = sum(nmi(t) for t in joint_shuffled) / len(pairs)
+    metrics["nmi_corrected"] = metrics["nmi"] - metrics["nmi_shuffled"]
+    return metrics
+
+
+@pytest.mark.parametrize("cardinality, pairs", [(32, None), (64, [(1, 0), (3, 2), (4, 1)])])
+def test_streaming_stats_equal_dense_reference(cardinality, pairs):
+    generator = torch.Generator().manual_seed(4)
+    chunks = []
+    for _ in range(3):
+        codes = torch.randint(cardinality, (3, 5, 300), generator=generator)
+        codes[:, 1] = codes[:, 0] // 2  # dependent levels
+        codes[:, 4] = 7  # a constant level
+        chunks.append(codes)
+    stats = CodebookStats(5, cardinality, pairs=pairs, shuffle_seed=11)
+    for codes in chunks:
+        stats.update(codes)
+    metrics = stats.compute()
+    pairs = pairs or [(i, j) for i in range(5) for j in range(i + 1, 5)]
+    expected = _dense_reference(chunks, cardinality, pairs, shuffle_seed=11)
+    assert metrics.keys() == expected.keys()
+    for key, value in expected.items():
+        assert metrics[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
+    assert metrics["nmi"] > 0.1 and metrics["usage_q4"] == 1 / cardinality
+
+
+def test_shuffle_seed_sets_the_permutations():
+    codes = _uniform_independent(levels=3, seed=5)
+    values = {}
+    for seed in (0, 0, 1):
+        stats = CodebookStats(3, 16, shuffle_seed=seed)
+        stats.update(codes[:4])
+        stats.update(codes[4:])
+        values.setdefault(seed, []).append(stats.compute())
+    assert values[0][0] == values[0][1]  # reproducible
+    assert values[0][0]["nmi"] == values[1][0]["nmi"]
+    assert values[0][0]["nmi_shuffled"] != values[1][0]["nmi_shuffled"]
+
+
+def test_memory_grows_with_frames_not_squared_codebook_size():
+    cardinality, levels = 1024, 8
+    stats = CodebookStats(levels, cardinality)
+    generator = torch.Generator().manual_seed(6)
+    for _ in range(4):
+        stats.update(torch.randint(cardinality, (4, levels, 1000), generator=generator))
+    held = sum(value.numel() * value.element_size() for value in vars(stats).values() if torch.is_tensor(value))
+    held += sum(chunk.numel() * chunk.element_size() for chunk in stats._chunks)
+    assert held == stats.memory_bytes
+    dense = cardinality ** 2 * len(stats.pairs) * 8  # two int32 tables per pair
+    assert stats.memory_bytes < dense / 500
+    # codes kept as int16: 2 bytes per level and frame, plus the [K, N] counts
+    assert stats.memory_bytes == levels * 16000 * 2 + levels * cardinality * 8
+    stats.reset()
+    assert stats.memory_bytes == 0
+
+
+def _distributed_worker(rank: int, init_file: str, out_dir: str) -> None:
+    import torch.distributed as dist
+    os.environ["GLOO_SOCKET_IFNAME"] = "lo"  # loopback only
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        import dora.distrib
+        import flashy.distrib
+        dora.distrib.rank = flashy.distrib.rank = lambda: dist.get_rank()
+        dora.distrib.world_size = flashy.distrib.world_size = lambda: dist.get_world_size()
+        codes = _uniform_independent(cardinality=32, batch=4, levels=3, frames=100 + 50 * rank, seed=rank)
+        codes[:, 1] = codes[:, 0]
+        stats = CodebookStats(3, 32, shuffle_seed=2)
+        stats.update(codes[:2])
+        stats.update(codes[2:])
+        torch.save({"codes": codes, "metrics": stats.compute()}, os.path.join(out_dir, f"rank{rank}.th"))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_ranks_pool_their_codes(tmp_path):
+    import torch.multiprocessing as mp
+    mp.spawn(_distributed_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    results = [torch.load(tmp_path / f"rank{r}.th", weights_only=True) for r in (0, 1)]
+    assert results[0]["metrics"] == results[1]["metrics"]
+    metrics = results[0]["metrics"]
+    # raw NMI and usage are those of all the codes of both ranks; each rank shuffled its own updates
+    levels = [torch.cat([r["codes"][:2].transpose(0, 1).flatten(1), r["codes"][2:].transpose(0, 1).flatten(1)], 1)
+              for r in results]
+    pooled = torch.cat(levels, dim=1).unsqueeze(0)
+    one_shot = codebook_usage(pooled, 32)
+    assert metrics["perplexity_q2"] == pytest.approx(one_shot["perplexity"][2].item(), rel=1e-6)
+    nmi = pairwise_normalized_mutual_information(pooled, 32).double()
+    assert metrics["nmi"] == pytest.approx(float((nmi.sum() - nmi.trace()) / 6), rel=1e-6)
+    shuffled = []  # each rank permuted each of its updates with its own generator seeded with 2
+    for result in results:
+        generator = torch.Generator().manual_seed(2)
+        for chunk in (result["codes"][:2], result["codes"][2:]):
+            rows = chunk.transpose(0, 1).flatten(1)
+            shuffled.append(torch.gather(rows, 1, torch.rand(rows.shape, generator=generator).argsort(dim=-1)))
+    nmi_shuffled = pairwise_normalized_mutual_information(torch.cat(shuffled, dim=1).unsqueeze(0), 32).double()
+    assert metrics["nmi_shuffled"] == pytest.approx(float((nmi_shuffled.sum() - nmi_shuffled.trace()) / 6), rel=1e-6)
+    assert metrics["nmi_corrected"] > 0.2
