@@ -1,22 +1,75 @@
 #!/usr/bin/env python
 """The end-to-end demo: train a small codec on the example data, then use it like a researcher would.
 
-1. `dora run solver=compression/debug` (a few short epochs on CPU, or GPU when available);
+1. `dora run solver=compression/debug` (a few minutes on 2 CPU cores, or GPU when available);
 2. `CompressionSolver.model_from_checkpoint('//sig/SIG')`;
 3. export the best weights and reload the export with `CompressionModel.get_pretrained(path)`;
-4. encode and decode one example file, write the reconstruction; print where everything is.
+4. encode and decode one example file, write the reconstruction; then score every evaluate clip (never
+   seen in training) with the trained codec and with the same codec before training (same config and
+   seed), music and speech apart, and print the bitrate.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
 import time
+import typing as tp
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def clip_kind(info_path: tp.Optional[str]) -> str:
+    """'speech' or 'music', from the caption sidecar of an example clip (genre 'speech' for espeak-ng clips)."""
+    if info_path and Path(info_path).is_file():
+        info = json.loads(Path(info_path).read_text())
+        return "speech" if info.get("genre") == "speech" else "music"
+    return "music"
+
+
+def score_clips(models: tp.Dict[str, tp.Any], folder: Path, mel_kwargs: dict) -> tp.Dict[str, tp.Dict[str, list]]:
+    """SI-SNR (dB) and mel distance of each model's reconstruction of every clip of the split in `folder`.
+
+    Returns ``{kind: {f"{model}_si_snr" | f"{model}_mel": [score per clip]}}`` with kind 'music' / 'speech'.
+    """
+    import torch
+
+    from audiogen_lab.data.audio import audio_read
+    from audiogen_lab.data.audio_dataset import load_audio_meta, resolve_manifest
+    from audiogen_lab.data.audio_utils import convert_audio
+    from audiogen_lab.metrics.audio import MelDistance, si_snr
+
+    any_model = next(iter(models.values()))
+    mel_distance = MelDistance(**mel_kwargs)
+    scores: tp.Dict[str, tp.Dict[str, list]] = {}
+    for meta in load_audio_meta(resolve_manifest(folder)):
+        wav, sr = audio_read(meta.path)
+        wav = convert_audio(wav, sr, any_model.sample_rate, any_model.channels)[None]
+        table = scores.setdefault(clip_kind(meta.info_path), {})
+        for name, model in models.items():
+            with torch.no_grad():
+                recon = model.decode(*model.encode(wav))[..., :wav.shape[-1]]
+            table.setdefault(f"{name}_si_snr", []).append(float(si_snr(recon, wav)[0]))
+            table.setdefault(f"{name}_mel", []).append(float(mel_distance(recon, wav)[0]))
+    return scores
+
+
+def print_scores(scores: tp.Dict[str, tp.Dict[str, list]], bitrate: str) -> None:
+    """One line per kind of clip: mean SI-SNR and mel distance, untrained -> trained."""
+    print(f"\n=== evaluate clips (unseen in training), codec at {bitrate} ===")
+    print(f"{'clips':<12} {'SI-SNR (dB): untrained -> trained':>36} {'mel distance: untrained -> trained':>38}")
+    kinds = sorted(scores) + (["all"] if len(scores) > 1 else [])
+    for kind in kinds:
+        table = scores[kind] if kind != "all" else {
+            key: [v for t in scores.values() for v in t[key]] for key in next(iter(scores.values()))}
+        mean = {key: sum(values) / len(values) for key, values in table.items()}
+        label = f"{kind} ({len(table['trained_mel'])})"
+        print(f"{label:<12} {mean['untrained_si_snr']:>17.2f} -> {mean['trained_si_snr']:>7.2f}"
+              f" {mean['untrained_mel']:>25.3f} -> {mean['trained_mel']:>6.3f}")
 
 
 def main() -> int:
@@ -38,6 +91,7 @@ def main() -> int:
     print(f"[1/4] Training: dora run {' '.join(overrides)}", flush=True)
     env = {**os.environ, "DORA_PACKAGE": "audiogen_lab"}
     subprocess.run([sys.executable, "-m", "dora", "run", *overrides], env=env, check=True)
+    train_seconds = time.time() - begin
 
     import torch
 
@@ -45,10 +99,12 @@ def main() -> int:
     from audiogen_lab.data.audio_dataset import load_audio_meta, resolve_manifest
     from audiogen_lab.data.audio_utils import convert_audio
     from audiogen_lab.metrics.audio import MelDistance, si_snr
+    from audiogen_lab.models import builders as model_builders
     from audiogen_lab.models.compression import CompressionModel
     from audiogen_lab.solvers.compression import CompressionSolver
     from audiogen_lab.train import main as train_main
     from audiogen_lab.utils.export import export_checkpoint
+    from audiogen_lab.utils.utils import dict_from_config, seed_everything
 
     xp = train_main.get_xp(overrides)
     xp.link.load()
@@ -71,11 +127,21 @@ def main() -> int:
         same = torch.allclose(model.decode(*model.encode(wav[None]))[0, :, :wav.shape[-1]], recon, atol=1e-5)
     ref_path = audio_write(out / "reference.wav", wav, exported.sample_rate)
     rec_path = audio_write(out / "reconstruction.wav", recon, exported.sample_rate)
-    mel = float(MelDistance(exported.sample_rate)(recon[None], wav[None]).mean())
+    mel_kwargs = dict_from_config(xp.cfg.metrics.mel)
+    mel = float(MelDistance(**mel_kwargs)(recon[None], wav[None]).mean())
+    bits = math.log2(exported.cardinality)
+    kbps = exported.num_codebooks * bits * exported.frame_rate / 1000
+    bitrate = (f"{kbps:.2f} kbps ({exported.num_codebooks} codebooks x {bits:g} bits x "
+               f"{exported.frame_rate:g} frames/s)")
     print(f"[4/4] Encoded {Path(meta.path).name}: codes {tuple(codes.shape)} "
           f"({exported.num_codebooks} codebooks x {codes.shape[-1]} frames at {exported.frame_rate:g} Hz), "
           f"SI-SNR {float(si_snr(recon[None], wav[None]).mean()):.2f} dB, mel distance {mel:.3f}; "
-          f"export matches the checkpoint: {same}")
+          f"export matches the checkpoint: {same}", flush=True)
+
+    # The same architecture with the same seed, before any update: what training bought.
+    seed_everything(xp.cfg.seed)
+    untrained = model_builders.get_compression_model(xp.cfg).eval()
+    scores = score_clips({"untrained": untrained, "trained": exported}, dataset / "evaluate", mel_kwargs)
 
     last = history[-1]
     summary = {stage: {k: round(v, 4) for k, v in last[stage].items() if k != "duration"}
@@ -83,15 +149,18 @@ def main() -> int:
     print("\n=== audiogen_lab demo ===")
     print(f"signature      : {sig}   (//sig/{sig})")
     print(f"XP folder      : {xp.folder}")
-    print(f"epochs         : {len(history)}; valid si_snr by epoch: "
-          f"{[round(h['valid']['si_snr'], 2) for h in history]}")
+    print(f"codec          : {sum(p.numel() for p in exported.parameters()) / 1e6:.2f} M parameters, {bitrate}")
+    print(f"training       : {len(history)} epochs x {xp.cfg.optim.updates_per_epoch} updates in "
+          f"{train_seconds:.0f} s (including start-up, valid and evaluate stages)")
+    print(f"valid si_snr   : {[round(h['valid']['si_snr'], 2) for h in history]} (by epoch)")
     print(f"last metrics   : {json.dumps(summary)}")
     print(f"samples        : {xp.folder / 'samples'}")
     print(f"export         : {export_path}")
     print(f"reference      : {ref_path}")
     print(f"reconstruction : {rec_path}")
-    print(f"took {time.time() - begin:.0f} s. Table of XPs: dora info -f {sig}; grids: dora grid compression.debug")
-    print("note: this is a 0.2 M-parameter codec trained for a minute on CPU, far from transparent; train longer "
+    print_scores(scores, bitrate)
+    print(f"\ntook {time.time() - begin:.0f} s. Table of XPs: dora info -f {sig}; grids: dora grid compression.debug")
+    print("note: a small codec trained for a few minutes on CPU is far from transparent; train longer "
           "(`dora run solver=compression/debug optim.epochs=50`) or a full config on a GPU "
           "(`dora run solver=compression/encodec_mmd_32khz`).")
     return 0

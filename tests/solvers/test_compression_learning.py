@@ -1,0 +1,121 @@
+"""compression/debug learns to code real music and speech it has never seen, within the demo's budget.
+
+A small example dataset (music21 scores through FluidSynth, espeak-ng speech) is built in a temporary
+folder; the codec is trained with the debug preset as `make demo` does, and its reconstructions of the
+evaluate clips (not in the training split) must reach an absolute quality, for music and for speech
+separately, compared with the same codec before training (same config and seed).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import typing as tp
+from pathlib import Path
+
+import pytest
+import torch
+
+from audiogen_lab.data.audio import audio_read
+from audiogen_lab.data.audio_dataset import load_audio_meta, resolve_manifest
+from audiogen_lab.data.audio_utils import convert_audio
+from audiogen_lab.data.example import build_example_dataset, find_soundfont
+from audiogen_lab.metrics.audio import MelDistance, si_snr
+from audiogen_lab.models import builders as model_builders
+from audiogen_lab.solvers.builders import get_solver
+from audiogen_lab.solvers.compression import CompressionSolver
+from audiogen_lab.train import main
+from audiogen_lab.utils.utils import dict_from_config, seed_everything
+
+from ..conftest import dataset_overrides
+
+pytestmark = pytest.mark.slow
+
+# A smaller example dataset than `make example-data`, at the codec's rate so that no resampling is needed.
+NUM_CLIPS = 60
+CLIP_DURATION = 5.0
+SPLITS = (("train", 0.7), ("valid", 0.05), ("evaluate", 0.2), ("generate", 0.05))
+# Levels reached on the unseen evaluate clips, measured with margin (see the module docstring).
+MIN_SI_SNR = {"music": 0.0, "speech": -2.0}
+MAX_MEL_RATIO = {"music": 0.5, "speech": 0.6}
+TRAIN_ARGS = ["solver=compression/debug", "dataset.num_workers=0"]
+
+
+def _kind(info_path: tp.Optional[str]) -> str:
+    info = json.loads(Path(info_path).read_text()) if info_path else {}
+    return "speech" if info.get("genre") == "speech" else "music"
+
+
+@pytest.fixture(scope="module")
+def example_data(tmp_path_factory):
+    missing = [tool for tool in ("fluidsynth", "espeak-ng") if shutil.which(tool) is None]
+    if missing or find_soundfont() is None:
+        pytest.skip(f"the real example data needs fluidsynth, espeak-ng and a SoundFont (missing: "
+                    f"{missing or ['SoundFont']}): run `make system-deps`")
+    root = tmp_path_factory.mktemp("example_data")
+    build_example_dataset(root, num_clips=NUM_CLIPS, clip_duration=CLIP_DURATION, sample_rate=16000, seed=0,
+                          speech_fraction=0.3, splits=SPLITS, workers=2, verbose=False)
+    kinds = {_kind(meta.info_path) for meta in load_audio_meta(resolve_manifest(root / "evaluate"))}
+    assert kinds == {"music", "speech"}, f"the evaluate split should hold music and speech, got {kinds}"
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(example_data, tmp_path_factory):
+    """compression/debug trained on the small example dataset; the training wall time in seconds."""
+    from audiogen_lab.environment import AudioGenEnvironment
+    folder = tmp_path_factory.mktemp("dora")
+    old_env, old_dir = os.environ.get("AUDIOGEN_LAB_DORA_DIR"), main.dora.dir
+    os.environ["AUDIOGEN_LAB_DORA_DIR"] = str(folder)
+    AudioGenEnvironment.reset()
+    main.dora.dir = folder
+    xp = main.init_xp(main.get_xp(TRAIN_ARGS + dataset_overrides(example_data)))
+    begin = time.time()
+    with xp.enter():
+        get_solver(xp.cfg).run()
+    seconds = time.time() - begin
+    yield xp, seconds
+    main.dora.dir = old_dir
+    if old_env is not None:
+        os.environ["AUDIOGEN_LAB_DORA_DIR"] = old_env
+    AudioGenEnvironment.reset()
+
+
+@pytest.fixture(scope="module")
+def scores(trained, example_data):
+    """Mean SI-SNR (dB) and mel distance on the evaluate clips, per kind, before and after training."""
+    xp, _ = trained
+    seed_everything(xp.cfg.seed)
+    models = {"untrained": model_builders.get_compression_model(xp.cfg).eval(),
+              "trained": CompressionSolver.model_from_checkpoint(f"//sig/{xp.sig}")}
+    mel_distance = MelDistance(**dict_from_config(xp.cfg.metrics.mel))
+    table: tp.Dict[str, tp.Dict[str, tp.List[float]]] = {}
+    for meta in load_audio_meta(resolve_manifest(example_data / "evaluate")):
+        wav, sr = audio_read(meta.path)
+        wav = convert_audio(wav, sr, 16000, 1)[None]
+        row = table.setdefault(_kind(meta.info_path), {})
+        for name, model in models.items():
+            with torch.no_grad():
+                recon = model.decode(*model.encode(wav))[..., :wav.shape[-1]]
+            row.setdefault(f"{name}_si_snr", []).append(float(si_snr(recon, wav)[0]))
+            row.setdefault(f"{name}_mel", []).append(float(mel_distance(recon, wav)[0]))
+    means = {kind: {key: round(sum(v) / len(v), 3) for key, v in row.items()} for kind, row in table.items()}
+    print(f"evaluate clips {({kind: len(row['trained_mel']) for kind, row in table.items()})}: {means}")
+    return means
+
+
+@pytest.mark.parametrize("kind", ["music", "speech"])
+def test_debug_codec_reconstructs_unseen_audio(scores, kind):
+    score = scores[kind]
+    assert score["trained_si_snr"] > MIN_SI_SNR[kind], scores
+    assert score["untrained_si_snr"] < -20.0, scores  # the untrained codec's output is unrelated to its input
+    assert score["trained_mel"] < MAX_MEL_RATIO[kind] * score["untrained_mel"], scores
+
+
+def test_debug_codec_keeps_its_bitrate_and_budget(trained):
+    xp, seconds = trained
+    model = CompressionSolver.model_from_checkpoint(f"//sig/{xp.sig}")
+    assert model.num_codebooks * torch.log2(torch.tensor(float(model.cardinality))) * model.frame_rate \
+        == pytest.approx(2400.0)
+    assert seconds < 600, f"training compression/debug took {seconds:.0f} s; the demo's budget is 5 minutes"
