@@ -252,10 +252,13 @@ def xp_folder(sig: str) -> Path:
     return Path(main.dora.dir) / "xps" / sig
 
 
+_FULL_ERROR_HINT = "Set the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace."
+
+
 def _print_user_errors(kind: tp.Type[BaseException], value: BaseException, tb: tp.Any) -> None:
     """Excepthook of the command line: user errors as one line, the rest (or HYDRA_FULL_ERROR=1) as usual."""
     if issubclass(kind, USER_ERRORS) and os.environ.get("HYDRA_FULL_ERROR") != "1":
-        sys.stderr.write(f"Error: {value}\nSet the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace.\n")
+        sys.stderr.write(f"Error: {value}\n{_FULL_ERROR_HINT}\n")
         return
     _previous_excepthook(kind, value, tb)
 

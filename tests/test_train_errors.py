@@ -136,8 +136,7 @@ def test_second_run_of_a_running_xp_is_refused(cli):
     assert sorted(p.name for p in folder.iterdir()) == ["run.lock"]  # no .argv.json, .hydra or log written
 
 
-def test_non_checkpoint_continue_from_fails_at_once(dora_dir, tmp_path, monkeypatch, capsys):
-    from audiogen_lab import train
+def test_non_checkpoint_continue_from_fails_at_once(dora_dir, tmp_path, monkeypatch):
     wav = tmp_path / "not_a_checkpoint.wav"
     sf.write(str(wav), np.zeros(1600, dtype=np.float32), 16000)
     monkeypatch.setattr(sys, "argv", ["dora", DEBUG, f"continue_from={wav}"])
