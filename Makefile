@@ -7,7 +7,7 @@ TORCH_PINS := torch==2.14.1 torchaudio==2.11.0
 EXAMPLE_DIR ?= dataset/example
 export DORA_PACKAGE := audiogen_lab
 
-.PHONY: install system-deps example-data demo test lint bench clean
+.PHONY: install system-deps example-data demo test test-fast lint bench clean
 
 install: $(STAMP) system-deps
 
@@ -30,6 +30,10 @@ demo: example-data
 
 test: install
 	$(PY) -m pytest tests -q
+
+# Everything but the tests marked slow (training runs, several processes): a quick check while editing.
+test-fast: install
+	$(PY) -m pytest tests -q -m "not slow"
 
 lint: install
 	$(PY) -m ruff check --select E,F,W,B --ignore B905 --line-length 120 audiogen_lab grids scripts tests

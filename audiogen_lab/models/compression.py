@@ -17,10 +17,18 @@ EncodeResult = tp.Tuple[torch.Tensor, tp.Optional[torch.Tensor]]
 class CompressionModel(nn.Module, ABC):
     """Audio [B, C, T] <-> codes [B, K, T'] (or continuous latents [B, D, T'] when `is_continuous`).
 
+    Discrete models (EnCodec, SoundStream) implement the codebook properties (``cardinality``,
+    ``num_codebooks``, ``total_codebooks``, ``set_num_codebooks``); continuous ones (a consistency
+    autoencoder) do not, and downstream users check :attr:`is_continuous` to know whether to expect
+    codes for a token LM or latents for a latent model.
+
     Subclasses implement the abstract methods. Models whose `encode` returns a per-item `scale` also
     override :meth:`preprocess`, :meth:`postprocess`, :meth:`encode_unscaled` and
     :meth:`decode_unscaled`, so that chunked processing normalises long audio once as a whole.
     """
+
+    #: family of the model, written into exports and checked by downstream loaders
+    family: str = "compression"
 
     @abstractmethod
     def forward(self, x: torch.Tensor) -> QuantizedResult:
@@ -53,24 +61,35 @@ class CompressionModel(nn.Module, ABC):
     def sample_rate(self) -> int:
         """Audio sample rate in Hz."""
 
+    # -- codebooks: only models with discrete codes (is_continuous False) have them ----------------
+
+    def _no_codebooks(self, what: str) -> tp.NoReturn:
+        raise NotImplementedError(f"{type(self).__name__} is continuous (its encode returns latents, not codes): "
+                                  f"it has no {what}.")
+
     @property
-    @abstractmethod
     def cardinality(self) -> int:
-        """Entries per codebook."""
+        """Entries per codebook (discrete models only)."""
+        self._no_codebooks("codebook cardinality")
 
     @property
-    @abstractmethod
     def num_codebooks(self) -> int:
-        """Codebooks currently used by encode."""
+        """Codebooks currently used by encode (discrete models only)."""
+        self._no_codebooks("codebooks")
 
     @property
-    @abstractmethod
     def total_codebooks(self) -> int:
-        """Codebooks the model holds."""
+        """Codebooks the model holds (discrete models only)."""
+        self._no_codebooks("codebooks")
 
-    @abstractmethod
     def set_num_codebooks(self, n: int) -> None:
-        """Encode with the first `n` codebooks only (lower bandwidth)."""
+        """Encode with the first `n` codebooks only (lower bandwidth; discrete models only)."""
+        self._no_codebooks("codebooks to select")
+
+    @property
+    def latent_dim(self) -> tp.Optional[int]:
+        """Channels D of the continuous latents [B, D, T'] of a continuous model (None when unknown)."""
+        return None
 
     @property
     @abstractmethod

@@ -165,3 +165,8 @@ def resolve_checkpoint_path(sig_or_path: tp.Union[str, Path], name: str = CHECKP
         raise FileNotFoundError(f"Checkpoint {path} does not exist.")
     return path
 
+
+def leftover_temporary_files(folder: tp.Union[str, Path]) -> tp.List[Path]:
+    """Temporary files left in `folder` by checkpoint writes that were interrupted (killed mid-save)."""
+    names = (CHECKPOINT_NAME + ".", "checkpoint_")
+    return sorted(p for p in Path(folder).glob("checkpoint*.tmp") if p.name.startswith(names))

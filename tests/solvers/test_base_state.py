@@ -231,3 +231,25 @@ def test_continue_from_restarts_the_ema_from_the_loaded_weights(dora_dir):
         solver.restore()
     for key, value in source.best_state.states["model"].items():
         torch.testing.assert_close(solver.ema.state[f"model.{key}"], value)
+
+
+def test_fp16_autocast_trains_through_the_base(dora_dir):
+    """autocast_dtype=float16: the base's grad scaler scales every loss, unscales before clipping and
+    updates once per update (the first update used to crash on an unscaled loss)."""
+    xp = main.get_xp(["solver=compression/debug", "seed=32", "autocast=true", "autocast_dtype=float16"])
+    solver = _run(xp, overrides={"optim": {"epochs": 2, "max_norm": 1.0}, "autocast": True,
+                                 "autocast_dtype": "float16"})
+    assert solver.scaler is not None and solver.optim_groups["generator"].scaler is solver.scaler
+    assert solver.optim_groups["generator"].steps_taken > 0
+    history = solver.history
+    assert history[-1]["valid"]["loss"] < history[0]["train"]["loss"]
+    assert "scaler" in checkpoint.load_checkpoint(solver.checkpoint_path)
+
+
+def test_experiments_folder_has_one_source(dora_dir):
+    from omegaconf import OmegaConf
+
+    from audiogen_lab.environment import AudioGenEnvironment
+    assert "dir" not in OmegaConf.load("config/config.yaml").dora
+    assert main.dora.dir == AudioGenEnvironment.get_dora_dir() == dora_dir.resolve()
+    assert main.get_xp(["solver=compression/debug"]).folder.parent.parent == dora_dir

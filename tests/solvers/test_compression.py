@@ -66,7 +66,9 @@ def test_sig_export_get_pretrained_chain(trained_xp, tmp_path):
         torch.testing.assert_close(model.state_dict()[key], value)
     path = export_checkpoint(f"//sig/{xp.sig}", tmp_path / "codec.th")
     state = torch.load(path, weights_only=True)
-    assert set(state) == {"format", "version", "family", "xp.cfg", "xp.sig", "model"}
+    assert set(state) == {"format", "version", "family", "families", "solver", "models", "upstream", "xp.cfg",
+                          "xp.sig"}
+    assert state["family"] == "compression" and set(state["models"]) == {"model"} and state["version"] == 2
     exported = CompressionModel.get_pretrained(str(path))
     wav = torch.randn(1, 1, 16000) * 0.1
     with torch.no_grad():
@@ -117,6 +119,7 @@ def test_two_process_gloo_run_keeps_weights_synchronized(tiny_dataset, dora_dir)
     env = {**os.environ, "DORA_PACKAGE": "audiogen_lab", "AUDIOGEN_LAB_DORA_DIR": str(dora_dir),
            "AUDIOGEN_LAB_USE_RENDEZVOUS": "1", "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
     args = ["solver=compression/debug", "optim.epochs=2", "optim.updates_per_epoch=3", "dataset.batch_size=4",
+            "optim.accumulation_steps=2", "losses.adv=1.0", "losses.feat=1.0", "adversarial.adversaries=[msstftd]",
             "dataset.valid.num_samples=4", "evaluate.every=100", "generate.every=100", "device=cpu",
             *map(str, dataset_overrides(tiny_dataset))]
     out = subprocess.run([sys.executable, "-m", "dora", "run", "-d", "--ddp_workers", "2", *args],
@@ -125,8 +128,9 @@ def test_two_process_gloo_run_keeps_weights_synchronized(tiny_dataset, dora_dir)
     logs = {rank: (xp.folder / f"solver.log.{rank}").read_text() for rank in (0, 1)
             if (xp.folder / f"solver.log.{rank}").exists()}
     assert out.returncode == 0, out.stderr[-3000:] + "".join(logs.values())[-3000:]
-    for rank in (0, 1):
+    for rank in (0, 1):  # a discriminator and gradient accumulation: still identical
         assert "Weights of model identical on all 2 ranks" in logs[rank]
+        assert "Weights of adv_losses identical on all 2 ranks" in logs[rank]
     xp.link.load()
     assert len(xp.link.history) == 2 and "valid" in xp.link.history[-1]
     state = torch.load(xp.folder / "checkpoint.th", weights_only=True)
@@ -140,12 +144,18 @@ def test_adversarial_compression_steps_are_finite(autocast, tiny_dataset, dora_d
         pytest.skip("bfloat16 autocast is refused on a CPU that only emulates it (tested in tests/utils)")
     xp = main.get_xp(["solver=compression/debug", f"autocast={str(autocast).lower()}", "optim.epochs=1",
                       "optim.updates_per_epoch=3", "dataset.valid.num_samples=4", "evaluate.every=100",
-                      "generate.every=100", "losses.adv=1.0", "losses.feat=1.0", "adversarial.adversaries=[msstftd]"]
+                      "generate.every=100", "losses.adv=1.0", "losses.feat=1.0", "adversarial.adversaries=[msstftd]",
+                      "optim.adversary.max_norm=0.5", "optim.adversary.lr=1e-3", "optim.adversary.betas=[0.5,0.9]",
+                      "optim.adversary.lr_scheduler=exponential", "schedule.exponential.gamma=0.5"]
                      + dataset_overrides(tiny_dataset))
     with xp.enter():
         solver = get_solver(xp.cfg)
         assert len(solver.adv_losses) == 1 and solver.models["adv_losses"].role == "adversary"
+        group = solver.optim_groups["adversary"]
+        assert group.max_norm == 0.5 and group.optimizer.param_groups[0]["betas"] == (0.5, 0.9)
+        assert group.scheduler is not None and solver.optim_groups["generator"].scheduler is None
         solver.run()
+    assert group.steps_taken == 3 and group.lr == pytest.approx(1e-3 * 0.5 ** 3)  # scheduled with its steps
     train = solver.history[-1]["train"]
     for key in ("msspec", "sisnr", "adv_msstftd", "feat_msstftd", "d_msstftd", "commitment", "mmd",
                 "ratio_adv_msstftd", "adversary_grad_norm"):

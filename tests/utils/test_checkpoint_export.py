@@ -42,11 +42,11 @@ def test_export_checks_content(tmp_path):
                                 "best_state": {"states": {"model": {"w": torch.ones(2)}}}}, solver_ckpt)
     out = export_checkpoint(solver_ckpt, tmp_path / "export.th")
     package = load_export(out, family="compression")
-    assert package["xp.sig"] == "s1" and torch.equal(package["model"]["w"], torch.ones(2))
+    assert package["xp.sig"] == "s1" and torch.equal(package["models"]["model"]["w"], torch.ones(2))
     with pytest.raises(ValueError, match="expected a 'lm' model"):
         load_export(out, family="lm")
     with pytest.raises(KeyError, match="generator"):
-        export_checkpoint(solver_ckpt, tmp_path / "x.th", model_key="generator")
+        export_checkpoint(solver_ckpt, tmp_path / "x.th", names=["generator"])
     with pytest.raises(ValueError, match="not an audiogen_lab export"):
         load_export(solver_ckpt)
 
