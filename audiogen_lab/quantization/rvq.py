@@ -2,7 +2,8 @@
 
 The library provides the EMA codebooks, k-means initialisation on the first batch, dead-code expiry,
 the commitment loss and quantizer dropout. This wrapper adds the [B, D, T] layout, the bandwidth
-bookkeeping, inference with fewer codebooks, and the per-level outputs used by codebook-level losses.
+bookkeeping, inference with fewer codebooks, the per-level outputs used by codebook-level losses, and
+a lean inference search (`encode`) that reads the library's codebook buffers and gives the same codes.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import torch
 from einops import rearrange, reduce
 from torch.nn import functional as F
 from vector_quantize_pytorch import ResidualVQ
+from vector_quantize_pytorch.vector_quantize_pytorch import cdist as codebook_distance
 
 from .base import BaseQuantizer, QuantizedResult
 
@@ -111,6 +113,28 @@ class ResidualVectorQuantizer(BaseQuantizer):
             for handle in handles:
                 handle.remove()
 
+    def _codebooks_initialised(self, n_levels: int) -> bool:
+        return all(bool(layer._codebook.initted) for layer in self.vq.layers[:n_levels])
+
+    def _nearest_codes(self, x: torch.Tensor, n_levels: int) -> torch.Tensor:
+        """Greedy residual search of the nearest codewords of `x` [B, D, T] (float32) in the first
+        `n_levels` codebooks: codes [B, n_levels, T].
+
+        Per level: one distance matmul over all B * T vectors, an argmax and a codeword lookup. The
+        distance is the library's own function on the library's codebook buffers, and argmax keeps the
+        first of tied codes as the library does, so the codes are those of the library's eval-mode loop,
+        without its per-level bookkeeping (one-hot matrices, losses, masks, dropout, beam search).
+        """
+        batch = x.shape[0]
+        residual = rearrange(x, 'b d t -> 1 (b t) d')
+        codes = []
+        for layer in self.vq.layers[:n_levels]:
+            codebook = layer._codebook.embed  # [1, bins, D]: the EMA codebook buffer
+            index = (-codebook_distance(residual, codebook)).argmax(dim=-1)  # [1, B * T]
+            residual = residual - F.embedding(index, codebook[0])
+            codes.append(index)
+        return rearrange(torch.cat(codes), 'k (b t) -> b k t', b=batch)
+
     def _check_latents(self, x: torch.Tensor) -> None:
         assert x.dim() == 3 and x.shape[1] == self.dimension, \
             f"expected latents [B, {self.dimension}, T], got shape {tuple(x.shape)}"
@@ -142,8 +166,16 @@ class ResidualVectorQuantizer(BaseQuantizer):
                                metrics={'num_codebooks': float(used)}, layer_outputs=layer_outputs)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Codes [B, num_codebooks, T] of `x` [B, D, T]. Never updates the codebooks nor drops levels."""
+        """Codes [B, num_codebooks, T] of `x` [B, D, T]. Never updates the codebooks nor drops levels.
+
+        With initialised codebooks this is a lean nearest-codeword search (`_nearest_codes`) giving the
+        library's codes; before the codebooks are initialised it runs the library, which initialises
+        them with k-means on `x` as its forward does in any mode.
+        """
         self._check_latents(x)
+        if self._codebooks_initialised(self._num_codebooks):
+            with torch.autocast(device_type=x.device.type, enabled=False), torch.no_grad():
+                return self._nearest_codes(x.float(), self._num_codebooks)
         was_training = self.vq.training
         self.vq.train(False)
         try:

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import vector_quantize_pytorch.vector_quantize_pytorch as vqp_module
+from einops import rearrange
 from audiogen_lab.quantization.base import DummyQuantizer, QuantizedResult
 from audiogen_lab.quantization.rvq import ResidualVectorQuantizer
 
@@ -191,3 +192,53 @@ def test_dummy_quantizer_is_identity():
     assert quantizer.is_continuous and not _quantizer().is_continuous
     with pytest.raises(ValueError, match='continuous'):
         quantizer.set_num_codebooks(1)
+
+
+def _library_codes(quantizer: ResidualVectorQuantizer, x: torch.Tensor) -> torch.Tensor:
+    """Codes [B, K, T] from the library's own residual loop in eval mode (the reference for `encode`)."""
+    was_training = quantizer.training
+    quantizer.eval()
+    with torch.no_grad(), quantizer._first_levels(quantizer.num_codebooks):
+        _, codes, _ = quantizer.vq(rearrange(x, 'b d t -> b t d'))
+    quantizer.train(was_training)
+    return rearrange(codes, 'b t k -> b k t')
+
+
+@pytest.mark.parametrize('dim,bins', [(DIM, BINS), (128, 1024)])
+def test_encode_search_gives_the_library_codes(dim, bins):
+    torch.manual_seed(0)
+    quantizer = ResidualVectorQuantizer(dimension=dim, n_q=N_Q, bins=bins, kmeans_iters=5).train()
+    gen = torch.Generator().manual_seed(1)
+    quantizer(torch.randn(8, dim, 160, generator=gen), FRAME_RATE)  # k-means initialisation
+    quantizer(torch.randn(8, dim, 160, generator=gen), FRAME_RATE)  # one EMA update
+    quantizer.eval()
+    for batch, frames, n in [(1, 750, N_Q), (3, 101, N_Q), (2, 64, 2), (5, 1, 1)]:
+        quantizer.set_num_codebooks(n)
+        x = 1.3 * torch.randn(batch, dim, frames, generator=gen)
+        codes = quantizer.encode(x)
+        assert codes.shape == (batch, n, frames) and codes.dtype == torch.long
+        assert torch.equal(codes, _library_codes(quantizer, x)), (batch, frames, n)
+
+
+def test_encode_search_breaks_ties_like_the_library():
+    quantizer = _initialised()
+    codebook = quantizer.vq.layers[0]._codebook.embed
+    codebook[0, 17] = codebook[0, 5]  # two identical codewords: the first index wins in both paths
+    x = rearrange(codebook[0, 5], 'd -> 1 d 1').repeat(2, 1, 3).clone()
+    codes = quantizer.encode(x)
+    assert torch.equal(codes, _library_codes(quantizer, x))
+    assert (codes[:, 0] == 5).all()
+
+
+def test_encode_before_initialisation_initialises_like_the_library(monkeypatch):
+    calls = []
+    original = vqp_module.kmeans
+    monkeypatch.setattr(vqp_module, 'kmeans', lambda *a, **k: calls.append(1) or original(*a, **k))
+    torch.manual_seed(0)
+    quantizer = _quantizer().eval()
+    x = _latents(10, batch=8)
+    codes = quantizer.encode(x)
+    assert len(calls) == N_Q  # the library initialised every codebook on `x`
+    assert all(bool(layer._codebook.initted) for layer in quantizer.vq.layers)
+    assert torch.equal(quantizer.encode(x), codes)  # later calls take the search path, same codes
+    assert len(calls) == N_Q
