@@ -63,14 +63,30 @@ class MelSpectrogram(nn.Module):
                 f_min=f_min, f_max=f_max, n_mels=n_mels, window_fn=torch.hann_window, power=1.0,
                 normalized=normalized, center=True, pad_mode="reflect")
 
+    def _magnitude(self, x: torch.Tensor) -> torch.Tensor:
+        """|STFT| of `x` [N, T] -> [N, n_fft // 2 + 1, frames], as torchaudio's Spectrogram computes it.
+
+        The window-norm normalisation is applied to the window rather than to the complex STFT: the
+        STFT is linear in the window, so the values are the same, one real multiply per window sample
+        instead of a complex division over the whole spectrogram (and its backward).
+        """
+        spec = self.transform.spectrogram
+        window = spec.window
+        if spec.normalized:
+            window = window / window.pow(2.0).sum().sqrt()
+        stft = torch.stft(x, spec.n_fft, spec.hop_length, spec.win_length, window, center=spec.center,
+                          pad_mode=spec.pad_mode, onesided=spec.onesided, return_complex=True)
+        return stft.abs()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         assert x.dim() == 3, f"Expected a waveform [B, C, T], got shape {tuple(x.shape)}."
         _check_length(x.shape[-1], self.n_fft)
         with torch.autocast(device_type=x.device.type, enabled=False):
-            mel = self.transform(x.float())
+            magnitude = self._magnitude(rearrange(x.float(), "b c t -> (b c) t"))
+            mel = torch.matmul(magnitude.transpose(-1, -2), self.transform.mel_scale.fb).transpose(-1, -2)
             if self.log:
                 mel = torch.log10(mel.clamp(min=self.floor_level))
-        return mel
+        return rearrange(mel, "(b c) m f -> b c m f", b=x.shape[0])
 
 
 class MelSpectrogramL1Loss(nn.Module):
@@ -138,8 +154,8 @@ class MultiScaleMelSpectrogramLoss(nn.Module):
         _check_waveforms(x, y)
         loss = torch.zeros((), device=x.device)
         for melspec, alpha in zip(self.melspecs, self.alphas):
-            mel_x, mel_y = melspec(x), melspec(y)
-            loss = loss + F.l1_loss(mel_x, mel_y) + alpha * F.mse_loss(mel_x, mel_y)
+            diff = melspec(x) - melspec(y)  # one difference for both terms (l1_loss and mse_loss)
+            loss = loss + diff.abs().mean() + alpha * diff.square().mean()
         if self.normalized:
             loss = loss / self.total_weight
         return loss

@@ -114,3 +114,36 @@ def test_sisnr_loss_ignores_silent_segments():
     value = loss(est_silent, silent)
     value.backward()
     assert float(value) == 0.0 and float(est_silent.grad.abs().sum()) == 0.0
+
+
+def _reference_msmel(loss: MultiScaleMelSpectrogramLoss, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The multi-scale mel loss by its definition, on torchaudio's own transforms."""
+    import torch.nn.functional as F
+    total = torch.zeros(())
+    for melspec, alpha in zip(loss.melspecs, loss.alphas):
+        mel_x = torch.log10(melspec.transform(x).clamp(min=melspec.floor_level))
+        mel_y = torch.log10(melspec.transform(y).clamp(min=melspec.floor_level))
+        total = total + F.l1_loss(mel_x, mel_y) + alpha * F.mse_loss(mel_x, mel_y)
+    return total / loss.total_weight if loss.normalized else total
+
+
+@pytest.mark.parametrize("normalized", [False, True])
+def test_mel_spectrogram_and_multiscale_loss_match_torchaudio(normalized):
+    from audiogen_lab.losses.spectral import MelSpectrogram
+    x = 0.1 * _noise(batch=3, channels=2, length=6000, seed=2)
+    for log in (False, True):
+        mel = MelSpectrogram(24000, n_fft=512, hop_length=128, win_length=400, n_mels=32, log=log,
+                             normalized=normalized)
+        expected = mel.transform(x)
+        if log:
+            expected = torch.log10(expected.clamp(min=mel.floor_level))
+        torch.testing.assert_close(mel(x), expected, rtol=1e-5, atol=1e-6)
+    loss = MultiScaleMelSpectrogramLoss(24000, normalized=normalized)
+    estimate = (x + 0.05 * _noise(batch=3, channels=2, length=6000, seed=3)).requires_grad_()
+    value = loss(estimate, x)
+    (grad,) = torch.autograd.grad(value, estimate)
+    reference_input = estimate.detach().clone().requires_grad_()
+    reference = _reference_msmel(loss, reference_input, x)
+    (reference_grad,) = torch.autograd.grad(reference, reference_input)
+    torch.testing.assert_close(value, reference, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(grad, reference_grad, rtol=1e-4, atol=1e-3 * reference_grad.abs().max().item())
