@@ -20,9 +20,12 @@ counts, codeword = ``embed_avg`` / Laplace-smoothed count in both libraries), so
 the codebooks' moving averages; ``initted`` is set, so k-means never runs again.
 
 The 48 kHz package model codes audio in 1 s segments with 1 % overlap, each divided by its own RMS,
-and decodes by cross-fading the segments. Our model codes a whole clip with one RMS: on clips of at
-most 1 s (one segment) both are the same computation. :func:`encode_segmented` /
-:func:`decode_segmented` reproduce the package's segmented stream for longer audio.
+and decodes by cross-fading the segments. Our model codes a whole clip with one RMS (and its time
+group norms see the whole clip): on clips of at most 0.99 s (47,520 samples: one segment) both are the
+same computation, which is also what training on 1 s segments does. For longer audio,
+:func:`encode_segmented` / :func:`decode_segmented` reproduce the package's segmented stream (codes
+with 150 frames per segment, one scale per segment); ``model.encode`` / ``encode_chunked`` instead give
+one seamless stream at 150 Hz with a single scale, which the package never produces.
 """
 from __future__ import annotations
 

@@ -72,19 +72,24 @@ def test_24khz_codes_and_audio_equal_the_package(checkpoint_dir):
     torch.manual_seed(1)
     x = torch.randn(1, 1, 4000) * 0.1  # not a multiple of the hop: the convolutions pad the last window
     with torch.no_grad():
+        latents = reference.encoder(x)
+        torch.testing.assert_close(model.encoder(x), latents, rtol=0, atol=1e-5 * latents.abs().max().item())
         for bandwidth, n_q in ((1.5, 2), (6., 8), (24., 32)):
-            reference.set_target_bandwidth(bandwidth)
             model.set_num_codebooks(n_q)
-            [(ref_codes, ref_scale)] = reference.encode(x)
-            codes, scale = model.encode(x)
-            assert scale is None and ref_scale is None
+            ref_codes = reference.quantizer.encode(latents, reference.frame_rate, bandwidth).transpose(0, 1)
+            codes = model.quantizer.encode(latents)
             assert codes.shape == (1, n_q, 13) and torch.equal(codes, ref_codes)
-            audio, ref_audio = model.decode(codes), reference.decode([(ref_codes, None)])
-            torch.testing.assert_close(audio, ref_audio, rtol=0, atol=1e-5 * ref_audio.abs().max().item())
-            result = model(x)
-            torch.testing.assert_close(result.x, reference(x), rtol=0, atol=1e-5 * ref_audio.abs().max().item())
-            assert result.bandwidth.item() == pytest.approx(bandwidth)
+            ref_audio = reference.decode([(ref_codes, None)])
+            torch.testing.assert_close(model.decode(codes), ref_audio, rtol=0,
+                                       atol=1e-5 * ref_audio.abs().max().item())
         assert len(codes.unique()) > 50 and (codes[..., 1:] != codes[..., :-1]).any()  # non-trivial codes
+        # the whole path at 24 kbps: encode, and forward (encode, decode, trim)
+        reference.set_target_bandwidth(24.)
+        encoded, scale = model.encode(x)
+        assert scale is None and torch.equal(encoded, codes)
+        result = model(x)
+        torch.testing.assert_close(result.x, reference(x), rtol=0, atol=1e-5 * ref_audio.abs().max().item())
+        assert result.bandwidth.item() == pytest.approx(24.)
 
 
 def test_48khz_codes_and_audio_equal_the_package(checkpoint_dir):
@@ -95,7 +100,7 @@ def test_48khz_codes_and_audio_equal_the_package(checkpoint_dir):
     assert (model.sample_rate, model.channels, model.frame_rate, model.total_codebooks) == (48000, 2, 150., 16)
     torch.manual_seed(3)
     short = torch.randn(1, 2, 9000) * 0.1  # under 0.99 s: one segment in the package
-    long = torch.randn(1, 2, 49000) * 0.1  # two segments with 1 % overlap, the second one short
+    long = torch.randn(1, 2, 9800) * 0.1
     with torch.no_grad():
         for bandwidth, n_q in ((3., 2), (24., 16)):
             reference.set_target_bandwidth(bandwidth)
@@ -107,17 +112,20 @@ def test_48khz_codes_and_audio_equal_the_package(checkpoint_dir):
             ref_audio = reference.decode([(ref_codes, ref_scale)])
             tolerance = 1e-5 * ref_audio.abs().max().item()
             torch.testing.assert_close(model.decode(codes, scale), ref_audio, rtol=0, atol=tolerance)
-            torch.testing.assert_close(model(short).x, reference(short), rtol=0, atol=tolerance)
+        torch.testing.assert_close(model(short).x, reference(short), rtol=0, atol=tolerance)
+        # segmented coding, with 0.1 s segments instead of 1 s to keep the test short: 3 segments with
+        # 1 % overlap, the last one short
+        reference.segment = 0.1
         frames = reference.encode(long)
-        codes, scale = encode_segmented(model, long)
-        assert len(frames) == 2 and scale.shape == (1, 2)
+        codes, scale = encode_segmented(model, long, segment=0.1)
+        assert len(frames) == 3 and scale.shape == (1, 3)
         assert torch.equal(codes, torch.cat([c for c, _ in frames], dim=-1))
         torch.testing.assert_close(scale, torch.cat([s for _, s in frames], dim=1), rtol=1e-6, atol=0)
         ref_audio = reference.decode(frames)
-        torch.testing.assert_close(decode_segmented(model, codes, scale), ref_audio, rtol=0,
+        torch.testing.assert_close(decode_segmented(model, codes, scale, segment=0.1), ref_audio, rtol=0,
                                    atol=1e-5 * ref_audio.abs().max().item())
     with pytest.raises(AssertionError, match='one per segment'):
-        decode_segmented(model, codes, scale[:, :1])
+        decode_segmented(model, codes, scale[:, :1], segment=0.1)
 
 
 def test_converted_codebooks_are_not_reinitialised(checkpoint_dir, monkeypatch):
