@@ -1,19 +1,28 @@
 #!/usr/bin/env python
 """Benchmark our EncodecModel against the `encodec` package's model at the same configuration.
 
-Prints, in one run on the same machine (runs are interleaved so that load affects both alike):
+Prints, in one run on the same machine (cases are interleaved so that load affects both alike):
+- the CPU's bfloat16 status: AVX-512 BF16 / AMX flags and a measured bf16-vs-fp32 matmul time ratio;
+- the machine's dense-matmul peak, measured now (float32, and bfloat16 where it is native);
 - training step time (forward, L1 + multi-scale mel + commitment losses, backward, Adam step) at
-  24 kHz, batch 8 x 1 s, 8 codebooks of 1024 entries, in float32 and (ours) under bf16 autocast;
-- encode and decode real-time factors (seconds of compute per second of audio) on 10 s of audio.
+  24 kHz, batch 8 x 1 s, 8 codebooks of 1024 entries, in float32 and (ours) under bf16 autocast where
+  bf16 is native, with the FLOPs of one step (torch.utils.flop_counter), the achieved GFLOP/s and
+  their fraction of the measured peak;
+- encode and decode real-time factors (seconds of compute per second of audio) on 10 s of audio;
+- the ratios ours / package against the targets, and the load average before and after.
 
-    python scripts/bench_compression.py [--steps 10] [--batch 8] [--threads N]
+    python scripts/bench_compression.py [--steps 10] [--batch 8] [--threads N] [--force-bf16]
 
-The cpu/wall column is the CPU time over the wall time: about the number of cores when the run had
-the machine to itself. Target: our step time at most the package's (aim for 0.8x).
+The cpu/wall column is the CPU time over the wall time: about the number of threads when the run had
+the machine to itself. Where bfloat16 is emulated (AVX2-only CPUs) a bf16 step is hundreds of times
+slower than float32, so it is skipped unless `--force-bf16`.
+Targets: fp32 step <= 0.85x the package's, bf16 step <= 0.6x (where native), encode and decode
+real-time factors <= 0.9x the package's.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -22,6 +31,7 @@ import warnings
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -29,11 +39,14 @@ from omegaconf import OmegaConf  # noqa: E402
 
 from audiogen_lab.losses import MultiScaleMelSpectrogramLoss  # noqa: E402
 from audiogen_lab.models.builders import get_compression_model  # noqa: E402
+from audiogen_lab.utils.autocast import bf16_support, cpu_bf16_slowdown  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_RATE = 24_000
 N_Q = 8
 BANDWIDTH = 6.0  # kbps: 8 codebooks of 10 bits at 75 Hz
+TARGETS = {"fp32 step": 0.85, "bf16 step": 0.6, "encode RTF": 0.9, "decode RTF": 0.9}
+OURS_FP32, OURS_BF16, PACKAGE_FP32 = "audiogen_lab fp32", "audiogen_lab bf16 autocast", "encodec package fp32"
 
 
 def our_model() -> torch.nn.Module:
@@ -63,7 +76,69 @@ def timed(fn: tp.Callable[[], tp.Any]) -> tp.Tuple[float, float]:
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def make_steps(x: torch.Tensor) -> tp.Dict[str, tp.Callable[[], None]]:
+def load() -> str:
+    return "load average {:.2f} {:.2f} {:.2f} (1, 5, 15 min)".format(*os.getloadavg())
+
+
+# -- machine ---------------------------------------------------------------------------------------
+
+def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
+    """Dense-matmul GFLOP/s of this machine now: best of `repeats` [size, size] products in `dtype`."""
+    a = torch.randn(size, size).to(dtype)
+    b = torch.randn(size, size).to(dtype)
+    a @ b  # warm-up
+    best = min(timed(lambda: a @ b)[0] for _ in range(repeats))
+    return 2 * size ** 3 / best / 1e9
+
+
+def report_cpu(force_bf16: bool) -> bool:
+    """Print the CPU's bfloat16 status; True when the bf16 autocast case should run."""
+    support = bf16_support("cpu")
+    print(f"CPU: AVX-512 BF16 {torch.cpu._is_avx512_bf16_supported()}, AMX {torch.cpu._is_amx_tile_supported()}, "
+          f"measured bf16/fp32 matmul time (256x256, 1 thread) {cpu_bf16_slowdown():.1f}x")
+    if support.native:
+        print(f"bfloat16 is native: {support.reason}; the bf16 autocast case runs.")
+        return True
+    if force_bf16:
+        print(f"bfloat16 is NOT native ({support.reason}); running the bf16 case anyway (--force-bf16): "
+              "expect it to be far slower than float32.")
+        return True
+    print(f"bfloat16 is NOT native ({support.reason}): skipping the bf16 autocast case "
+          "(--force-bf16 runs it).")
+    return False
+
+
+# -- FLOP counting ---------------------------------------------------------------------------------
+
+def _lstm_flops(input_shape: tp.Sequence[int], weight_ih: tp.Sequence[int], weight_hh: tp.Sequence[int]) -> int:
+    """Matmul FLOPs of one LSTM layer over a whole sequence: 2 * frames * 4H * (I + H)."""
+    frames = input_shape[0] * input_shape[1]
+    return 2 * frames * weight_ih[0] * (weight_ih[1] + weight_hh[1])
+
+
+def _lstm_forward_flops(input, weight0, weight1, *args, **kwargs) -> int:  # noqa: ANN001
+    return _lstm_flops(input, weight0, weight1)
+
+
+def _lstm_backward_flops(input, weight1, weight2, *args, **kwargs) -> int:  # noqa: ANN001
+    return 2 * _lstm_flops(input, weight1, weight2)  # gradients of the inputs and of the weights
+
+
+# torch's flop counter knows matmuls and convolutions but not the fused CPU LSTM kernels
+LSTM_FLOP_FORMULAS = {torch.ops.aten.mkldnn_rnn_layer: _lstm_forward_flops,
+                      torch.ops.aten.mkldnn_rnn_layer_backward: _lstm_backward_flops}
+
+
+def count_flops(fn: tp.Callable[[], tp.Any]) -> int:
+    """Dense FLOPs (matmuls, convolutions, LSTMs; forward and backward) of one call of `fn`."""
+    with FlopCounterMode(display=False, custom_mapping=LSTM_FLOP_FORMULAS) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+# -- training step ---------------------------------------------------------------------------------
+
+def make_steps(x: torch.Tensor, bf16: bool) -> tp.Dict[str, tp.Callable[[], None]]:
     msspec = MultiScaleMelSpectrogramLoss(SAMPLE_RATE, normalized=True)
     ours, theirs = our_model().train(), package_model().train()
     opt_ours = torch.optim.Adam(ours.parameters(), 3e-4)
@@ -90,31 +165,43 @@ def make_steps(x: torch.Tensor) -> tp.Dict[str, tp.Callable[[], None]]:
         opt_theirs.step()
         opt_theirs.zero_grad(set_to_none=True)
 
-    return {"audiogen_lab fp32": step_ours(False), "audiogen_lab bf16 autocast": step_ours(True),
-            "encodec package fp32": step_theirs}
+    steps = {OURS_FP32: step_ours(False), PACKAGE_FP32: step_theirs}
+    if bf16:
+        steps[OURS_BF16] = step_ours(True)
+    return steps
 
 
-def bench_training(steps: int, batch: int) -> None:
+def bench_training(steps: int, batch: int, bf16: bool, peaks: tp.Dict[str, float]) -> tp.Dict[str, float]:
+    """Interleaved training steps; prints the table and returns the median step time of each case."""
     torch.manual_seed(0)
     x = 0.1 * torch.randn(batch, 1, SAMPLE_RATE)
-    runs = make_steps(x)
+    runs = make_steps(x, bf16)
     for fn in runs.values():  # k-means initialisation and allocator warm-up
         fn()
         fn()
+    flops = {name: count_flops(fn) for name, fn in runs.items()}
     times: tp.Dict[str, tp.List[tp.Tuple[float, float]]] = {name: [] for name in runs}
     for _ in range(steps):
         for name, fn in runs.items():
             times[name].append(timed(fn))
     print(f"\nTraining step, 24 kHz, batch {batch} x 1 s, {N_Q} codebooks x 1024 (median of {steps})")
-    print(f"{'model':<30}{'step (s)':>10}{'cpu/wall':>10}{'vs package':>12}")
-    reference = statistics.median(w for w, _ in times["encodec package fp32"])
+    print(f"{'model':<30}{'step (s)':>10}{'cpu/wall':>10}{'vs package':>12}{'GFLOP':>9}{'GFLOP/s':>9}"
+          f"{'of peak':>9}")
+    medians = {name: statistics.median(w for w, _ in values) for name, values in times.items()}
     for name, values in times.items():
-        wall = statistics.median(w for w, _ in values)
+        wall = medians[name]
         ratio = sum(c for _, c in values) / sum(w for w, _ in values)
-        print(f"{name:<30}{wall:>10.3f}{ratio:>10.2f}{wall / reference:>11.2f}x")
+        rate = flops[name] / wall / 1e9
+        peak = peaks["bf16"] if name == OURS_BF16 and "bf16" in peaks else peaks["fp32"]
+        print(f"{name:<30}{wall:>10.3f}{ratio:>10.2f}{wall / medians[PACKAGE_FP32]:>11.2f}x"
+              f"{flops[name] / 1e9:>9.1f}{rate:>9.1f}{rate / peak:>9.1%}")
+    return medians
 
 
-def bench_rtf(seconds: float = 10.0, repeats: int = 3) -> None:
+# -- encode / decode -------------------------------------------------------------------------------
+
+def bench_rtf(seconds: float = 10.0, repeats: int = 5) -> tp.Dict[str, float]:
+    """Interleaved encode/decode real-time factors; prints them and returns the median of each case."""
     torch.manual_seed(0)
     x = 0.1 * torch.randn(1, 1, int(seconds * SAMPLE_RATE))
     ours, theirs = our_model(), package_model().eval()
@@ -125,15 +212,37 @@ def bench_rtf(seconds: float = 10.0, repeats: int = 3) -> None:
         frames = theirs.encode(x)
         cases = {
             "audiogen_lab encode": lambda: ours.encode(x),
-            "audiogen_lab decode": lambda: ours.decode(codes_ours, scale),
             "encodec package encode": lambda: theirs.encode(x),
+            "audiogen_lab decode": lambda: ours.decode(codes_ours, scale),
             "encodec package decode": lambda: theirs.decode(frames),
         }
-        print(f"\nReal-time factor on {seconds:.0f} s of audio (compute seconds per audio second, lower is better)")
-        for name, fn in cases.items():
+        walls: tp.Dict[str, tp.List[float]] = {name: [] for name in cases}
+        for fn in cases.values():
             fn()
-            walls = [timed(fn)[0] for _ in range(repeats)]
-            print(f"{name:<30}{statistics.median(walls) / seconds:>10.4f}")
+        for _ in range(repeats):
+            for name, fn in cases.items():
+                walls[name].append(timed(fn)[0])
+    print(f"\nReal-time factor on {seconds:.0f} s of audio (compute seconds per audio second, lower is better; "
+          f"median of {repeats})")
+    rtf = {name: statistics.median(values) / seconds for name, values in walls.items()}
+    for name, value in rtf.items():
+        print(f"{name:<30}{value:>10.4f}")
+    return rtf
+
+
+def report_targets(step: tp.Dict[str, float], rtf: tp.Dict[str, float]) -> None:
+    ratios = {"fp32 step": step[OURS_FP32] / step[PACKAGE_FP32],
+              "encode RTF": rtf["audiogen_lab encode"] / rtf["encodec package encode"],
+              "decode RTF": rtf["audiogen_lab decode"] / rtf["encodec package decode"]}
+    if OURS_BF16 in step:
+        ratios["bf16 step"] = step[OURS_BF16] / step[PACKAGE_FP32]
+    print("\nOurs / package against the targets")
+    for name, target in TARGETS.items():
+        if name in ratios:
+            verdict = "met" if ratios[name] <= target else "NOT met"
+            print(f"{name:<14}{ratios[name]:>7.2f}x   target <= {target:.2f}x   {verdict}")
+        else:
+            print(f"{name:<14}{'-':>7}    target <= {target:.2f}x   not run (bfloat16 is not native here)")
 
 
 def main() -> int:
@@ -141,12 +250,20 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--force-bf16", action="store_true", help="run the bf16 case even where it is emulated")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    bench_training(args.steps, args.batch)
-    bench_rtf()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {load()}")
+    bf16 = report_cpu(args.force_bf16)
+    peaks = {"fp32": matmul_peak(torch.float32)}
+    if bf16_support("cpu").native:
+        peaks["bf16"] = matmul_peak(torch.bfloat16)
+    print("Dense-matmul peak, 2048x2048: " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in peaks.items()))
+    step = bench_training(args.steps, args.batch, bf16, peaks)
+    rtf = bench_rtf()
+    report_targets(step, rtf)
+    print(f"\n{load()}")
     return 0
 
 
