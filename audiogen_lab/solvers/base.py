@@ -36,6 +36,7 @@ from flashy.loggers.localfs import LocalFSLogger
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from ..config_check import validate_config
 from ..optim.ema import ModuleDictEMA
 from ..optim.group import Accumulation, OptimizerGroup
 from ..utils import checkpoint
@@ -96,6 +97,7 @@ class StandardSolver(ABC, flashy.BaseSolver):
     default_model_name: str = "model"
 
     def __init__(self, cfg: DictConfig) -> None:
+        validate_config(cfg, check_device=False)  # one clear line per bad value, before any work
         super().__init__()
         self.cfg = cfg
         self.device = pick_device(cfg.device)

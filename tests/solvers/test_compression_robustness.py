@@ -37,7 +37,7 @@ def _state(solver) -> dict:
     return out
 
 
-def test_nan_batch_leaves_codebooks_and_every_state_unchanged(tiny_dataset, dora_dir):
+def test_nan_batch_leaves_codebooks_and_every_state_unchanged(tiny_dataset, dora_dir, caplog):
     xp = main.get_xp(SHORT + dataset_overrides(tiny_dataset))
     with xp.enter():
         solver = get_solver(xp.cfg)
@@ -53,8 +53,10 @@ def test_nan_batch_leaves_codebooks_and_every_state_unchanged(tiny_dataset, dora
             seen["after"] = _state(solver)
         return out
     solver.run_step = poisoned
-    with xp.enter():
+    with xp.enter(), caplog.at_level(logging.ERROR):
         solver.run()
+    assert "Non-finite loss at epoch 1" in caplog.text and "batch files:" in caplog.text
+    assert str(tiny_dataset / "train") in caplog.text.split("batch files:")[1]
     before, after = seen["before"], seen["after"]
     assert before.keys() == after.keys()
     changed = [k for k in before if (not torch.equal(before[k], after[k]) if isinstance(before[k], torch.Tensor)
