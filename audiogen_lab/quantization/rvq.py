@@ -126,7 +126,9 @@ class ResidualVectorQuantizer(BaseQuantizer):
         without its per-level bookkeeping (one-hot matrices, losses, masks, dropout, beam search).
         """
         batch = x.shape[0]
-        residual = rearrange(x, 'b d t -> 1 (b t) d')
+        # contiguous like the library's packed input: the matmul's rounding depends on the memory layout,
+        # and duplicated codewords (k-means on few vectors) are exact ties that rounding can flip
+        residual = rearrange(x, 'b d t -> 1 (b t) d').contiguous()
         codes = []
         for layer in self.vq.layers[:n_levels]:
             codebook = layer._codebook.embed  # [1, bins, D]: the EMA codebook buffer

@@ -204,20 +204,44 @@ def _library_codes(quantizer: ResidualVectorQuantizer, x: torch.Tensor) -> torch
     return rearrange(codes, 'b t k -> b k t')
 
 
-@pytest.mark.parametrize('dim,bins', [(DIM, BINS), (128, 1024)])
-def test_encode_search_gives_the_library_codes(dim, bins):
-    torch.manual_seed(0)
-    quantizer = ResidualVectorQuantizer(dimension=dim, n_q=N_Q, bins=bins, kmeans_iters=5).train()
-    gen = torch.Generator().manual_seed(1)
-    quantizer(torch.randn(8, dim, 160, generator=gen), FRAME_RATE)  # k-means initialisation
-    quantizer(torch.randn(8, dim, 160, generator=gen), FRAME_RATE)  # one EMA update
-    quantizer.eval()
-    for batch, frames, n in [(1, 750, N_Q), (3, 101, N_Q), (2, 64, 2), (5, 1, 1)]:
-        quantizer.set_num_codebooks(n)
-        x = 1.3 * torch.randn(batch, dim, frames, generator=gen)
-        codes = quantizer.encode(x)
-        assert codes.shape == (batch, n, frames) and codes.dtype == torch.long
-        assert torch.equal(codes, _library_codes(quantizer, x)), (batch, frames, n)
+@pytest.mark.parametrize('threads', [1, 2])
+@pytest.mark.parametrize('dim,bins,init_frames', [(DIM, BINS, 160), (128, 1024, 75)])
+def test_encode_search_gives_the_library_codes(dim, bins, init_frames, threads):
+    # 8 x 75 vectors for 1024 codes: k-means samples duplicated codewords, i.e. exact distance ties
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)  # matmul kernels (and their rounding) depend on the thread count
+    try:
+        torch.manual_seed(0)
+        quantizer = ResidualVectorQuantizer(dimension=dim, n_q=N_Q, bins=bins, kmeans_iters=5).train()
+        gen = torch.Generator().manual_seed(1)
+        quantizer(torch.randn(8, dim, init_frames, generator=gen), FRAME_RATE)  # k-means initialisation
+        quantizer(torch.randn(8, dim, init_frames, generator=gen), FRAME_RATE)  # one EMA update
+        quantizer.eval()
+        for batch, frames, n in [(1, 750, N_Q), (3, 101, N_Q), (2, 64, 2), (5, 1, 1)]:
+            quantizer.set_num_codebooks(n)
+            x = 1.3 * torch.randn(batch, dim, frames, generator=gen)
+            codes = quantizer.encode(x)
+            assert codes.shape == (batch, n, frames) and codes.dtype == torch.long
+            assert torch.equal(codes, _library_codes(quantizer, x)), (batch, frames, n)
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+@pytest.mark.parametrize('threads', [1, 2])
+def test_encode_search_gives_the_library_codes_on_its_kmeans_data(threads):
+    # Codebooks k-means initialised on fewer vectors than codes hold duplicated data points: encoding
+    # those same vectors meets exact ties, which a different rounding of the distances would flip.
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        torch.manual_seed(0)
+        quantizer = ResidualVectorQuantizer(dimension=128, n_q=N_Q, bins=1024, kmeans_iters=10).train()
+        x = 0.1 * torch.randn(1, 128, 750, generator=torch.Generator().manual_seed(3)).cumsum(-1)
+        quantizer(x.repeat(2, 1, 1), FRAME_RATE)
+        quantizer.eval()
+        assert torch.equal(quantizer.encode(x), _library_codes(quantizer, x))
+    finally:
+        torch.set_num_threads(old_threads)
 
 
 def test_encode_search_breaks_ties_like_the_library():
