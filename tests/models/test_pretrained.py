@@ -2,7 +2,6 @@
 codes and audio; lookup order, errors and safety of the checkpoint files."""
 import os
 import warnings
-from pathlib import Path
 
 import encodec
 import pytest
@@ -62,6 +61,7 @@ def _write(model, folder, name):
     return path
 
 
+@pytest.mark.slow
 def test_24khz_codes_and_audio_equal_the_package(checkpoint_dir):
     reference = _package_model('encodec_24khz')
     _write(reference, checkpoint_dir, 'encodec_24khz')
@@ -92,6 +92,7 @@ def test_24khz_codes_and_audio_equal_the_package(checkpoint_dir):
         assert result.bandwidth.item() == pytest.approx(24.)
 
 
+@pytest.mark.slow
 def test_48khz_codes_and_audio_equal_the_package(checkpoint_dir):
     reference = _package_model('encodec_48khz')
     _write(reference, checkpoint_dir, 'encodec_48khz')
