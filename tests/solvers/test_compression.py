@@ -80,6 +80,8 @@ def test_sig_export_get_pretrained_chain(trained_xp, tmp_path):
     torch.testing.assert_close(again.state_dict(), exported.state_dict())
     wrapped = CompressionSolver.wrapped_model_from_checkpoint({"compression_model_n_q": 2}, f"//sig/{xp.sig}")
     assert wrapped.num_codebooks == 2 and not any(p.requires_grad for p in wrapped.parameters())
+    wrapped.train()  # frozen for good: a parent's .train() cannot flip it
+    assert not any(m.training for m in wrapped.modules())
 
 
 def test_resume_continues_from_last_epoch(trained_xp):
