@@ -37,6 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ..config_check import validate_config
+from ..data.builders import loader_length
 from ..optim.ema import ModuleDictEMA
 from ..optim.group import Accumulation, OptimizerGroup
 from ..utils import checkpoint
@@ -281,7 +282,7 @@ class StandardSolver(ABC, flashy.BaseSolver):
         updates = self.cfg.optim.get("updates_per_epoch")
         if updates:
             return int(updates)
-        length = _loader_length(self.dataloaders.get("train"))
+        length = loader_length(self.dataloaders.get("train"))
         if length is None:
             raise ValueError("The train loader has no length (an iterable dataset): set optim.updates_per_epoch.")
         return length // self.accumulation.steps
@@ -482,7 +483,7 @@ class StandardSolver(ABC, flashy.BaseSolver):
         self.set_train_mode(False)
         self._set_epoch("valid")
         loader = self.dataloaders["valid"]
-        total = _loader_length(loader)
+        total = loader_length(loader)
         progress = self.log_progress("valid", loader, total=0 if total is None else total,
                                      updates=self.cfg.logging.log_updates)
         average = flashy.averager()
@@ -709,18 +710,8 @@ class StandardSolver(ABC, flashy.BaseSolver):
             self.logger.info("Optimizer group %s: %s, lr %g, max_norm %g, accumulation %d", name,
                              type(group.optimizer).__name__, group.lr, group.max_norm, self.accumulation.steps)
         if self.dataloaders:
-            sizes = {stage: _loader_length(loader) for stage, loader in self.dataloaders.items()}
+            sizes = {stage: loader_length(loader) for stage, loader in self.dataloaders.items()}
             self.logger.info("Batches per stage: %s", sizes)
-
-
-def _loader_length(loader: tp.Any) -> tp.Optional[int]:
-    """`len(loader)`, or None for loaders over iterable datasets."""
-    if loader is None:
-        return None
-    try:
-        return len(loader)
-    except TypeError:
-        return None
 
 
 def _cycle(loader: tp.Iterable, total: int) -> tp.Iterator[tp.Any]:

@@ -4,31 +4,21 @@ from __future__ import annotations
 import logging
 import typing as tp
 
-import flashy.distrib
 import torch
-from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from ..data.audio_dataset import AudioDataset
+from ..data.builders import DATASET_SPLITS, split_batch_size  # noqa: F401 (re-exported)
 from ..optim.schedulers import get_lr_scheduler
 from ..utils.utils import dict_from_config
 
 logger = logging.getLogger(__name__)
-DATASET_SPLITS = ("train", "valid", "evaluate", "generate")
-
-
-def _solver_registry() -> tp.Dict[str, tp.Callable[[DictConfig], tp.Any]]:
-    from .compression import CompressionSolver
-    return {"compression": CompressionSolver}
 
 
 def get_solver(cfg: DictConfig) -> tp.Any:
-    """Instantiate the solver named by ``cfg.solver``."""
-    registry = _solver_registry()
-    if cfg.solver not in registry:
-        raise KeyError(f"solver={cfg.solver!r} is unknown; choose one of {sorted(registry)}.")
-    return registry[cfg.solver](cfg)
+    """Instantiate the solver named by ``cfg.solver`` (see :data:`audiogen_lab.solvers.SOLVERS`)."""
+    from . import get_solver_class
+    return get_solver_class(cfg.solver)(cfg)
 
 
 def get_optimizer(params: tp.Union[nn.Module, tp.Iterable[torch.Tensor]], optim_cfg: DictConfig
@@ -47,6 +37,20 @@ def get_optimizer(params: tp.Union[nn.Module, tp.Iterable[torch.Tensor]], optim_
     raise KeyError(f"optim.optimizer={name!r} is unknown; choose adam, adamw or sgd.")
 
 
+def get_adversary_optim_config(cfg: DictConfig) -> DictConfig:
+    """The optimizer config of the adversaries: ``optim`` with ``optim.adversary.{optimizer, lr, betas,
+    max_norm, lr_scheduler}`` applied where set (lr falls back to ``adversarial.lr``, then ``optim.lr``)."""
+    own = cfg.optim.get("adversary") or {}
+    name = own.get("optimizer") or cfg.optim.optimizer
+    lr = own.get("lr") or (cfg.get("adversarial") or {}).get("lr") or cfg.optim.lr
+    merged = OmegaConf.merge(cfg.optim, {"optimizer": name, "lr": lr, "max_norm": own.get("max_norm") or 0.0})
+    if own.get("betas") is not None:
+        if name not in ("adam", "adamw"):
+            raise ValueError(f"optim.adversary.betas is set but optim.adversary.optimizer={name!r} has no betas.")
+        merged[name]["betas"] = list(own.betas)
+    return merged
+
+
 def get_lr_scheduler_from_config(optimizer: torch.optim.Optimizer, schedule_cfg: tp.Optional[DictConfig],
                                  total_updates: int) -> tp.Optional[torch.optim.lr_scheduler.LRScheduler]:
     """The scheduler ``schedule.lr_scheduler`` with its options under ``schedule.<name>``."""
@@ -54,14 +58,6 @@ def get_lr_scheduler_from_config(optimizer: torch.optim.Optimizer, schedule_cfg:
         return None
     name = schedule_cfg.lr_scheduler
     return get_lr_scheduler(optimizer, name, total_updates, **dict_from_config(schedule_cfg.get(name)))
-
-
-def split_batch_size(batch_size: int, key: str = "dataset.batch_size") -> int:
-    """Global batch size → per-rank batch size."""
-    world = flashy.distrib.world_size()
-    if batch_size % world != 0:
-        raise ValueError(f"{key}={batch_size} is global and must be divisible by the world size {world}.")
-    return batch_size // world
 
 
 def get_audio_datasets(cfg: DictConfig, updates_per_epoch: tp.Optional[int] = None,
@@ -93,7 +89,9 @@ def get_loss(name: str, cfg: DictConfig) -> nn.Module:
 def get_balancer(weights: tp.Dict[str, float], balancer_cfg: DictConfig) -> tp.Any:
     """The loss balancer over `weights` with options from ``balancer``."""
     from ..losses import Balancer
-    return Balancer(weights, **dict_from_config(balancer_cfg))
+    options = dict_from_config(balancer_cfg)
+    options.setdefault("monitor", True)  # gradient shares are logged with the losses
+    return Balancer(weights, **options)
 
 
 def get_mmd_loss(cfg: DictConfig) -> nn.Module:
@@ -114,20 +112,18 @@ def get_adversary(name: str, cfg: DictConfig) -> nn.Module:
 
 
 def get_adversarial_losses(cfg: DictConfig) -> nn.ModuleDict:
-    """One :class:`AdversarialLoss` (discriminator + its optimizer) per name in ``adversarial.adversaries``."""
+    """One :class:`AdversarialLoss` (discriminator + criteria) per name in ``adversarial.adversaries``;
+    empty when neither ``losses.adv`` nor ``losses.feat`` is positive."""
     from ..adversarial import losses as adv_losses
     adv_cfg = cfg.adversarial
     out = nn.ModuleDict()
     if cfg.losses.get("adv", 0) <= 0 and cfg.losses.get("feat", 0) <= 0:
         return out
     for name in adv_cfg.adversaries:
-        adversary = get_adversary(name, cfg)
-        optim_cfg = OmegaConf.merge(cfg.optim, {"lr": adv_cfg.get("lr") or cfg.optim.lr})
-        optimizer = get_optimizer(adversary, optim_cfg)
         feat = adv_losses.FeatureMatchingLoss(get_loss(adv_cfg.feat_loss, cfg), normalize=adv_cfg.normalize) \
             if cfg.losses.get("feat", 0) > 0 else None
         out[name] = adv_losses.AdversarialLoss(
-            adversary, optimizer,
+            get_adversary(name, cfg),
             loss=adv_losses.get_adv_criterion(adv_cfg.adv_loss),
             loss_real=adv_losses.get_real_criterion(adv_cfg.adv_loss),
             loss_fake=adv_losses.get_fake_criterion(adv_cfg.adv_loss),

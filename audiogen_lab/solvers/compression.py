@@ -12,6 +12,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from ..data.builders import loader_length
 from ..losses.sisnr import SILENCE_POWER
 from ..metrics.audio import MelDistance, si_snr
 from ..metrics.codebook import CodebookStats
@@ -231,7 +232,7 @@ class CompressionSolver(StandardSolver):
             average = flashy.averager()
             metrics: dict = {}
             count = 0
-            for batch in self.log_progress("evaluate", loader, total=_length(loader),
+            for batch in self.log_progress("evaluate", loader, total=loader_length(loader) or 0,
                                            updates=self.cfg.logging.log_updates):
                 x, mask = self._batch_audio(batch)
                 with self.autocast:
@@ -297,13 +298,6 @@ class CompressionSolver(StandardSolver):
         if n_q is not None:
             model.set_num_codebooks(int(n_q))
         return roles.freeze(model)
-
-
-def _length(loader: tp.Any) -> int:
-    try:
-        return len(loader)
-    except TypeError:
-        return 0
 
 
 class _NoStats:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import typing as tp
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf

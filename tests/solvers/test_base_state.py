@@ -97,7 +97,8 @@ def test_roles_modes_and_show(dora_dir, caplog):
     assert set(solver.best_state.sources) == {"model", "head"} and set(solver._ema_sources) == {"model", "head"}
     with caplog.at_level(logging.INFO):
         solver.show()
-    assert "Model critic [adversary]" in caplog.text and "Model head [trainable, ema, best_state, export]" in caplog.text
+    assert "Model critic [adversary]" in caplog.text
+    assert "Model head [trainable, ema, best_state, export]" in caplog.text
 
 
 def test_skipped_update_changes_nothing_and_is_counted(dora_dir):

@@ -51,7 +51,7 @@ def test_lock_is_released_when_the_run_raises(tmp_path):
     lock = XPLock(tmp_path, heartbeat_every=0.01)
     with pytest.raises(ZeroDivisionError):
         with lock:
-            1 / 0
+            raise ZeroDivisionError("boom")
     assert not lock.path.exists()
     assert lock._thread is None
     with XPLock(tmp_path, heartbeat_every=0):  # free again
