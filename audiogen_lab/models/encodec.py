@@ -71,18 +71,30 @@ class EncodecModel(CompressionModel):
 
     @property
     def cardinality(self) -> int:
+        if self.is_continuous:
+            self._no_codebooks("codebook cardinality")
         return self.quantizer.cardinality
 
     @property
     def num_codebooks(self) -> int:
+        if self.is_continuous:
+            self._no_codebooks("codebooks")
         return self.quantizer.num_codebooks
 
     @property
     def total_codebooks(self) -> int:
+        if self.is_continuous:
+            self._no_codebooks("codebooks")
         return self.quantizer.total_codebooks
 
     def set_num_codebooks(self, n: int) -> None:
+        if self.is_continuous:
+            self._no_codebooks("codebooks to select")
         self.quantizer.set_num_codebooks(n)
+
+    @property
+    def latent_dim(self) -> tp.Optional[int]:
+        return getattr(self.encoder, "dimension", None)
 
     @property
     def is_continuous(self) -> bool:

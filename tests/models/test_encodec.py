@@ -188,3 +188,23 @@ def test_builder_options_and_errors():
         get_compression_model(OmegaConf.load(CONFIG_DIR / 'debug.yaml'))
     quantizer = get_quantizer('rvq', _cfg('debug'), dimension=12)
     assert quantizer.dimension == 12 and quantizer.n_q == 4
+
+
+def test_continuous_model_has_latents_and_no_codebooks():
+    """The CompressionModel contract for a model without codes: latents from encode, no codebook API."""
+    from omegaconf import OmegaConf
+
+    from audiogen_lab.models.builders import get_compression_model
+    cfg = OmegaConf.merge(OmegaConf.load("config/model/encodec/debug.yaml"),
+                          {"sample_rate": 16000, "channels": 1, "encodec": {"quantizer": "no_quant"}})
+    model = get_compression_model(cfg).eval()
+    assert model.is_continuous and model.latent_dim == cfg.seanet.dimension and model.family == "compression"
+    with torch.no_grad():
+        latents, _ = model.encode(torch.randn(2, 1, 1600))
+        assert latents.is_floating_point() and latents.shape == (2, cfg.seanet.dimension, 10)
+        assert model.decode(latents).shape == (2, 1, 1600)
+    for attribute in ("cardinality", "num_codebooks", "total_codebooks"):
+        with pytest.raises(NotImplementedError, match="continuous"):
+            getattr(model, attribute)
+    with pytest.raises(NotImplementedError, match="continuous"):
+        model.set_num_codebooks(2)
