@@ -9,7 +9,6 @@ Write with `write_latent_files`; `LatentDataset` returns fixed-length crops draw
 `(seed, epoch, index)` like `AudioDataset`, with `length` telling real frames from padding.
 """
 from dataclasses import asdict, dataclass, field
-import json
 import logging
 from pathlib import Path
 import typing as tp
@@ -19,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .sampling import ItemPlan
-from .token_dataset import META_NAME, _write_json
+from .token_dataset import META_NAME, _write_json, read_folder_meta
 
 logger = logging.getLogger(__name__)
 
@@ -97,18 +96,8 @@ def write_latent_files(folder: PathLike, latents: tp.Iterable[LatentItem],
 
 def load_latent_meta(folder: PathLike) -> tp.Tuple[LatentMeta, tp.List[tp.Dict[str, tp.Any]]]:
     """The `LatentMeta` and file list of a latent folder; errors name the file to fix."""
-    path = Path(folder) / META_NAME
-    try:
-        data = json.loads(path.read_text(encoding='utf-8'))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"No latent files at {folder}: {path} is missing. Write them with "
-                                f"`audiogen_lab.data.latent_dataset.write_latent_files`.") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"Cannot read latent metadata {path}: {exc}") from exc
-    if data.get('kind') != 'latents' or not data.get('files'):
-        raise ValueError(f"{path} does not describe latent files (kind={data.get('kind')!r}, "
-                         f"{len(data.get('files') or [])} files).")
-    return LatentMeta.from_dict(data, str(path)), list(data['files'])
+    data = read_folder_meta(folder, 'latents', 'files', 'audiogen_lab.data.latent_dataset.write_latent_files')
+    return LatentMeta.from_dict(data, str(Path(folder) / META_NAME)), list(data['files'])
 
 
 class LatentDataset(torch.utils.data.Dataset):

@@ -138,20 +138,26 @@ def write_token_shards(folder: PathLike, codes: tp.Iterable[CodesItem],
     return folder / META_NAME
 
 
-def load_token_meta(folder: PathLike) -> tp.Tuple[TokenShardMeta, tp.List[tp.Dict[str, tp.Any]]]:
-    """The `TokenShardMeta` and shard list of a token folder; errors name the file to fix."""
+def read_folder_meta(folder: PathLike, kind: str, entries: str, writer: str) -> tp.Dict[str, tp.Any]:
+    """The checked `meta.json` of a folder of precomputed encodings of `kind` (``tokens``, ``latents``),
+    whose list of files is under `entries`; errors name the file and the `writer` function to use."""
     path = Path(folder) / META_NAME
     try:
         data = json.loads(path.read_text(encoding='utf-8'))
     except FileNotFoundError:
-        raise FileNotFoundError(f"No token shards at {folder}: {path} is missing. Write them with "
-                                f"`audiogen_lab.data.token_dataset.write_token_shards`.") from None
+        raise FileNotFoundError(f"No {kind} at {folder}: {path} is missing. Write them with `{writer}`.") from None
     except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"Cannot read token metadata {path}: {exc}") from exc
-    if data.get('kind') != 'tokens' or not data.get('shards'):
-        raise ValueError(f"{path} does not describe token shards (kind={data.get('kind')!r}, "
-                         f"{len(data.get('shards') or [])} shards).")
-    return TokenShardMeta.from_dict(data, str(path)), list(data['shards'])
+        raise ValueError(f"Cannot read {kind} metadata {path}: {exc}") from exc
+    if data.get('kind') != kind or not data.get(entries):
+        raise ValueError(f"{path} does not describe {kind} (kind={data.get('kind')!r}, "
+                         f"{len(data.get(entries) or [])} {entries}).")
+    return data
+
+
+def load_token_meta(folder: PathLike) -> tp.Tuple[TokenShardMeta, tp.List[tp.Dict[str, tp.Any]]]:
+    """The `TokenShardMeta` and shard list of a token folder; errors name the file to fix."""
+    data = read_folder_meta(folder, 'tokens', 'shards', 'audiogen_lab.data.token_dataset.write_token_shards')
+    return TokenShardMeta.from_dict(data, str(Path(folder) / META_NAME)), list(data['shards'])
 
 
 class TokenShardDataset(torch.utils.data.IterableDataset):
