@@ -23,41 +23,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def clip_kind(info_path: tp.Optional[str]) -> str:
-    """'speech' or 'music', from the caption sidecar of an example clip (genre 'speech' for espeak-ng clips)."""
-    if info_path and Path(info_path).is_file():
-        info = json.loads(Path(info_path).read_text())
-        return "speech" if info.get("genre") == "speech" else "music"
-    return "music"
-
-
-def score_clips(models: tp.Dict[str, tp.Any], folder: Path, mel_kwargs: dict) -> tp.Dict[str, tp.Dict[str, list]]:
-    """SI-SNR (dB) and mel distance of each model's reconstruction of every clip of the split in `folder`.
-
-    Returns ``{kind: {f"{model}_si_snr" | f"{model}_mel": [score per clip]}}`` with kind 'music' / 'speech'.
-    """
-    import torch
-
-    from audiogen_lab.data.audio import audio_read
-    from audiogen_lab.data.audio_dataset import load_audio_meta, resolve_manifest
-    from audiogen_lab.data.audio_utils import convert_audio
-    from audiogen_lab.metrics.audio import MelDistance, si_snr
-
-    any_model = next(iter(models.values()))
-    mel_distance = MelDistance(**mel_kwargs)
-    scores: tp.Dict[str, tp.Dict[str, list]] = {}
-    for meta in load_audio_meta(resolve_manifest(folder)):
-        wav, sr = audio_read(meta.path)
-        wav = convert_audio(wav, sr, any_model.sample_rate, any_model.channels)[None]
-        table = scores.setdefault(clip_kind(meta.info_path), {})
-        for name, model in models.items():
-            with torch.no_grad():
-                recon = model.decode(*model.encode(wav))[..., :wav.shape[-1]]
-            table.setdefault(f"{name}_si_snr", []).append(float(si_snr(recon, wav)[0]))
-            table.setdefault(f"{name}_mel", []).append(float(mel_distance(recon, wav)[0]))
-    return scores
-
-
 def print_scores(scores: tp.Dict[str, tp.Dict[str, list]], bitrate: str) -> None:
     """One line per kind of clip: mean SI-SNR and mel distance, untrained -> trained."""
     print(f"\n=== evaluate clips (unseen in training), codec at {bitrate} ===")
@@ -99,6 +64,7 @@ def main() -> int:
     from audiogen_lab.data.audio_dataset import load_audio_meta, resolve_manifest
     from audiogen_lab.data.audio_utils import convert_audio
     from audiogen_lab.metrics.audio import MelDistance, si_snr
+    from audiogen_lab.metrics.reconstruction import score_reconstructions
     from audiogen_lab.models import builders as model_builders
     from audiogen_lab.models.compression import CompressionModel
     from audiogen_lab.solvers.compression import CompressionSolver
@@ -141,7 +107,8 @@ def main() -> int:
     # The same architecture with the same seed, before any update: what training bought.
     seed_everything(xp.cfg.seed)
     untrained = model_builders.get_compression_model(xp.cfg).eval()
-    scores = score_clips({"untrained": untrained, "trained": exported}, dataset / "evaluate", mel_kwargs)
+    scores = score_reconstructions({"untrained": untrained, "trained": exported}, dataset / "evaluate",
+                                   mel_kwargs)
 
     last = history[-1]
     summary = {stage: {k: round(v, 4) for k, v in last[stage].items() if k != "duration"}

@@ -1,6 +1,7 @@
 """Shared fixtures: every test gets its own Dora experiments folder and never touches the user's."""
 from __future__ import annotations
 
+import contextlib
 import os
 
 import pytest
@@ -8,6 +9,25 @@ import torch
 
 os.environ.setdefault("AUDIOGEN_LAB_DORA_DIR", "/tmp/audiogen_lab_tests_dora")
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@contextlib.contextmanager
+def experiments_folder(folder):
+    """Point Dora and ``//sig/`` resolution at `folder` inside the block (for module-scoped fixtures)."""
+    from audiogen_lab.environment import AudioGenEnvironment
+    from audiogen_lab.train import main
+
+    old_env, old_dir = os.environ.get("AUDIOGEN_LAB_DORA_DIR"), main.dora.dir
+    os.environ["AUDIOGEN_LAB_DORA_DIR"] = str(folder)
+    AudioGenEnvironment.reset()
+    main.dora.dir = folder
+    try:
+        yield folder
+    finally:
+        main.dora.dir = old_dir
+        if old_env is not None:
+            os.environ["AUDIOGEN_LAB_DORA_DIR"] = old_env
+        AudioGenEnvironment.reset()
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from audiogen_lab.solvers.compression import CompressionSolver
 from audiogen_lab.train import main
 from audiogen_lab.utils.export import export_checkpoint
 
-from ..conftest import dataset_overrides
+from ..conftest import dataset_overrides, experiments_folder
 
 ROOT = Path(__file__).resolve().parents[2]
 # Segments cover whole 1 s clips (no random offsets), so the task is to learn to code eight clips.
@@ -31,21 +31,12 @@ LEARN_ARGS = ["solver=compression/debug", "optim.epochs=4", "optim.updates_per_e
 @pytest.fixture(scope="module")
 def trained_xp(tiny_dataset, tmp_path_factory):
     """compression/debug trained for about a minute on generated tonal audio."""
-    from audiogen_lab.environment import AudioGenEnvironment
-    folder = tmp_path_factory.mktemp("dora")
-    old_env, old_dir = os.environ.get("AUDIOGEN_LAB_DORA_DIR"), main.dora.dir
-    os.environ["AUDIOGEN_LAB_DORA_DIR"] = str(folder)
-    AudioGenEnvironment.reset()
-    main.dora.dir = folder
-    xp = main.init_xp(main.get_xp(LEARN_ARGS + dataset_overrides(tiny_dataset)))  # as `dora run` does
-    with xp.enter():
-        solver = get_solver(xp.cfg)
-        solver.run()
-    yield xp, solver
-    main.dora.dir = old_dir
-    if old_env is not None:
-        os.environ["AUDIOGEN_LAB_DORA_DIR"] = old_env
-    AudioGenEnvironment.reset()
+    with experiments_folder(tmp_path_factory.mktemp("dora")):
+        xp = main.init_xp(main.get_xp(LEARN_ARGS + dataset_overrides(tiny_dataset)))  # as `dora run` does
+        with xp.enter():
+            solver = get_solver(xp.cfg)
+            solver.run()
+        yield xp, solver
 
 
 def test_debug_codec_learns(trained_xp):

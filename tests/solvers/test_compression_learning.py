@@ -7,29 +7,22 @@ separately, compared with the same codec before training (same config and seed).
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 import shutil
 import time
-import typing as tp
-from pathlib import Path
 
 import pytest
-import torch
 
-from audiogen_lab.data.audio import audio_read
 from audiogen_lab.data.audio_dataset import load_audio_meta, resolve_manifest
-from audiogen_lab.data.audio_utils import convert_audio
 from audiogen_lab.data.example import build_example_dataset, find_soundfont
-from audiogen_lab.metrics.audio import MelDistance, si_snr
+from audiogen_lab.metrics.reconstruction import caption_kind, score_reconstructions
 from audiogen_lab.models import builders as model_builders
 from audiogen_lab.solvers.builders import get_solver
 from audiogen_lab.solvers.compression import CompressionSolver
 from audiogen_lab.train import main
 from audiogen_lab.utils.utils import dict_from_config, seed_everything
 
-from ..conftest import dataset_overrides
+from ..conftest import dataset_overrides, experiments_folder
 
 pytestmark = pytest.mark.slow
 
@@ -46,11 +39,6 @@ MAX_MEL_RATIO = {"music": 0.75, "speech": 0.9}
 TRAIN_ARGS = ["solver=compression/debug", "dataset.num_workers=0"]
 
 
-def _kind(info_path: tp.Optional[str]) -> str:
-    info = json.loads(Path(info_path).read_text()) if info_path else {}
-    return "speech" if info.get("genre") == "speech" else "music"
-
-
 @pytest.fixture(scope="module")
 def example_data(tmp_path_factory):
     missing = [tool for tool in ("fluidsynth", "espeak-ng") if shutil.which(tool) is None]
@@ -60,7 +48,7 @@ def example_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("example_data")
     build_example_dataset(root, num_clips=NUM_CLIPS, clip_duration=CLIP_DURATION, sample_rate=16000, seed=0,
                           speech_fraction=0.3, splits=SPLITS, workers=2, verbose=False)
-    kinds = {_kind(meta.info_path) for meta in load_audio_meta(resolve_manifest(root / "evaluate"))}
+    kinds = {caption_kind(meta.info_path) for meta in load_audio_meta(resolve_manifest(root / "evaluate"))}
     assert kinds == {"music", "speech"}, f"the evaluate split should hold music and speech, got {kinds}"
     return root
 
@@ -68,23 +56,14 @@ def example_data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(example_data, tmp_path_factory):
     """compression/debug trained on the small example dataset, and the training wall time in seconds."""
-    from audiogen_lab.environment import AudioGenEnvironment
-    folder = tmp_path_factory.mktemp("dora")
-    old_env, old_dir = os.environ.get("AUDIOGEN_LAB_DORA_DIR"), main.dora.dir
-    os.environ["AUDIOGEN_LAB_DORA_DIR"] = str(folder)
-    AudioGenEnvironment.reset()
-    main.dora.dir = folder
-    xp = main.init_xp(main.get_xp(TRAIN_ARGS + dataset_overrides(example_data)))
-    begin = time.time()
-    with xp.enter():
-        get_solver(xp.cfg).run()
-    seconds = time.time() - begin
-    print(f"compression/debug trained in {seconds:.0f} s")
-    yield xp, seconds
-    main.dora.dir = old_dir
-    if old_env is not None:
-        os.environ["AUDIOGEN_LAB_DORA_DIR"] = old_env
-    AudioGenEnvironment.reset()
+    with experiments_folder(tmp_path_factory.mktemp("dora")):
+        xp = main.init_xp(main.get_xp(TRAIN_ARGS + dataset_overrides(example_data)))
+        begin = time.time()
+        with xp.enter():
+            get_solver(xp.cfg).run()
+        seconds = time.time() - begin
+        print(f"compression/debug trained in {seconds:.0f} s")
+        yield xp, seconds
 
 
 @pytest.fixture(scope="module")
@@ -94,17 +73,7 @@ def scores(trained, example_data):
     seed_everything(xp.cfg.seed)
     models = {"untrained": model_builders.get_compression_model(xp.cfg).eval(),
               "trained": CompressionSolver.model_from_checkpoint(f"//sig/{xp.sig}")}
-    mel_distance = MelDistance(**dict_from_config(xp.cfg.metrics.mel))
-    table: tp.Dict[str, tp.Dict[str, tp.List[float]]] = {}
-    for meta in load_audio_meta(resolve_manifest(example_data / "evaluate")):
-        wav, sr = audio_read(meta.path)
-        wav = convert_audio(wav, sr, 16000, 1)[None]
-        row = table.setdefault(_kind(meta.info_path), {})
-        for name, model in models.items():
-            with torch.no_grad():
-                recon = model.decode(*model.encode(wav))[..., :wav.shape[-1]]
-            row.setdefault(f"{name}_si_snr", []).append(float(si_snr(recon, wav)[0]))
-            row.setdefault(f"{name}_mel", []).append(float(mel_distance(recon, wav)[0]))
+    table = score_reconstructions(models, example_data / "evaluate", dict_from_config(xp.cfg.metrics.mel))
     means = {kind: {key: round(sum(v) / len(v), 3) for key, v in row.items()} for kind, row in table.items()}
     print(f"evaluate clips {({kind: len(row['trained_mel']) for kind, row in table.items()})}: {means}")
     return means
