@@ -1,4 +1,3 @@
-import io
 import math
 
 import pytest
@@ -6,6 +5,8 @@ import torch
 from torch import nn
 
 import flashy
+import flashy.distrib
+from audiogen_lab.optim.group import OptimizerGroup
 from audiogen_lab.adversarial import (AdversarialLoss, FeatureMatchingLoss, MultiDiscriminator,
                                       MultiScaleSTFTDiscriminator, get_adv_criterion, get_fake_criterion,
                                       get_real_criterion, hinge_fake_loss, hinge_gen_loss, hinge_real_loss,
@@ -26,8 +27,7 @@ def _real_and_fake(batch: int = 4, length: int = 1024, seed: int = 0):
 def _adversarial_loss(seed: int = 0, loss_feat=True) -> AdversarialLoss:
     torch.manual_seed(seed)
     adversary = MultiScaleSTFTDiscriminator(**SMALL)
-    optimizer = torch.optim.Adam(adversary.parameters(), lr=1e-3, betas=(0.5, 0.9))
-    return AdversarialLoss(adversary, optimizer, loss=get_adv_criterion("hinge"),
+    return AdversarialLoss(adversary, loss=get_adv_criterion("hinge"),
                            loss_real=get_real_criterion("hinge"), loss_fake=get_fake_criterion("hinge"),
                            loss_feat=FeatureMatchingLoss() if loss_feat else None)
 
@@ -103,17 +103,21 @@ def test_generator_losses_do_not_touch_the_adversary():
     assert no_feat(fake, real)[1].item() == 0.0
 
 
-def test_discriminator_learns_and_gradients_are_synchronized(monkeypatch):
+def test_discriminator_learns_in_its_optimizer_group(monkeypatch):
     calls = []
-    original = flashy.distrib.sync_gradients
-    monkeypatch.setattr(flashy.distrib, "sync_gradients", lambda params: calls.append(1) or original(params))
+    original = flashy.distrib.sync_model
+    monkeypatch.setattr(flashy.distrib, "sync_model", lambda model: calls.append(1) or original(model))
     adv = _adversarial_loss()
+    group = OptimizerGroup("adversary", [adv], torch.optim.Adam(adv.parameters(), lr=1e-3, betas=(0.5, 0.9)))
     real, fake = _real_and_fake()
-    first = adv.train_adv(fake, real).item()
-    for _ in range(40):
-        last = adv.train_adv(fake, real).item()
-    assert len(calls) == 41
-    assert last < 0.5 * first
+    losses = []
+    for _ in range(41):
+        loss = adv.discriminator_loss(fake, real)
+        group.backward(loss)
+        group.step()
+        losses.append(loss.item())
+    assert len(calls) == 41  # gradients (and buffers) cross ranks once per step
+    assert losses[-1] < 0.5 * losses[0]
     with torch.no_grad():
         logits_real, _ = adv.adversary(real)
         logits_fake, _ = adv.adversary(fake)
@@ -123,26 +127,11 @@ def test_discriminator_learns_and_gradients_are_synchronized(monkeypatch):
     assert adv(fake, real)[0].item() > adv(real, real)[0].item()
 
 
-def test_state_dict_resume_continues_identically():
+def test_discriminator_loss_reaches_only_the_adversary():
     real, fake = _real_and_fake()
-    reference = nn.ModuleDict({"msstftd": _adversarial_loss(seed=0)})
-    for _ in range(3):
-        reference["msstftd"].train_adv(fake, real)
-    buffer = io.BytesIO()
-    torch.save(reference.state_dict(), buffer)
-    assert "msstftd.optimizer" in reference.state_dict()
-
-    buffer.seek(0)
-    resumed = nn.ModuleDict({"msstftd": _adversarial_loss(seed=1)})
-    resumed.load_state_dict(torch.load(buffer, weights_only=True))
-    for _ in range(2):
-        expected = reference["msstftd"].train_adv(fake, real)
-        got = resumed["msstftd"].train_adv(fake, real)
-        assert got.item() == expected.item()
-    for p_ref, p_res in zip(reference.parameters(), resumed.parameters()):
-        assert torch.equal(p_ref, p_res)
-
-    with pytest.raises(RuntimeError, match="optimizer"):
-        state = reference.state_dict()
-        del state["msstftd.optimizer"]
-        resumed.load_state_dict(state)
+    generator = nn.Conv1d(1, 1, 3, padding=1)
+    adv = _adversarial_loss()
+    adv.discriminator_loss(generator(fake), real).backward()
+    assert generator.weight.grad is None  # the generated audio is detached
+    assert all(p.grad is not None for p in adv.adversary.parameters())
+    assert not any("optimizer" in key for key in adv.state_dict())  # its optimizer lives in a group
