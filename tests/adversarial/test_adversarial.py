@@ -6,11 +6,11 @@ from torch import nn
 
 import flashy
 import flashy.distrib
-from audiogen_lab.optim.group import OptimizerGroup
 from audiogen_lab.adversarial import (AdversarialLoss, FeatureMatchingLoss, MultiDiscriminator,
                                       MultiScaleSTFTDiscriminator, get_adv_criterion, get_fake_criterion,
                                       get_real_criterion, hinge_fake_loss, hinge_gen_loss, hinge_real_loss,
                                       mse_fake_loss, mse_gen_loss, mse_real_loss)
+from audiogen_lab.optim.group import OptimizerGroup
 
 SMALL = dict(filters=4, n_ffts=(128, 64), hop_lengths=(32, 16), win_lengths=(128, 64))
 
