@@ -236,11 +236,6 @@ class StandardSolver(ABC, flashy.BaseSolver):
             self._adaptive[name] = getattr(self, name)
             self.register_stateful(name)
 
-    def register_best_state(self, *names: str) -> None:
-        """Track more attributes `names` (modules) in the best state."""
-        for name in names:
-            self.best_state.register(name, getattr(self, name))
-
     def _build_ema(self) -> None:
         ema_cfg = self.cfg.optim.get("ema", {}) or {}
         if ema_cfg.get("use", False) and len(self._ema_sources) > 0:
