@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import pickle
 import typing as tp
 from pathlib import Path
 
@@ -29,7 +28,7 @@ import torch
 from torch import nn
 
 from ..environment import CONFIG_DIR, AudioGenEnvironment
-from ..utils.checkpoint import PRETRAINED_PREFIX
+from ..utils.checkpoint import PRETRAINED_PREFIX, load_checkpoint
 from .builders import get_compression_model
 from .meta_encodec import StateDict, convert_encodec_state_dict
 
@@ -146,13 +145,8 @@ def _check_checksum(path: Path) -> None:
 
 
 def _read_state(path: Path) -> StateDict:
-    try:
-        state = torch.load(path, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise RuntimeError(f"{path}: refusing to load, the file needs arbitrary unpickling and is not a "
-                           f"plain state dict ({str(err).splitlines()[0]}).") from err
-    except (RuntimeError, EOFError) as err:
-        raise RuntimeError(f"{path}: cannot be read, the file is corrupt or truncated ({err}).") from err
+    """The state dict in `path`, read safely (see :func:`~audiogen_lab.utils.checkpoint.load_checkpoint`)."""
+    state = load_checkpoint(path)
     if not isinstance(state, dict):
         raise RuntimeError(f"{path}: not a state dict (a {type(state).__name__}).")
     return state
