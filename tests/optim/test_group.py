@@ -96,12 +96,12 @@ def test_fp16_scaler_call_order_and_skipped_schedule():
     calls: list = []
     scaler = _RecordingScaler(calls, init_scale=2.0 ** 8)
     gen, disc = _model(0), _model(1)
-    groups = [OptimizerGroup(name, [model], torch.optim.SGD(model.parameters(), lr=0.1),
-                             scheduler=torch.optim.lr_scheduler.LambdaLR(torch.optim.SGD([torch.zeros(1)], lr=1),
-                                                                         lambda s: 1.0),
-                             scaler=scaler) for name, model in (("g", gen), ("d", disc))]
-    for group in groups:  # schedules over their own optimizers
-        group.scheduler = torch.optim.lr_scheduler.LambdaLR(group.optimizer, lambda s: 0.9 ** s)
+
+    def _group(name: str, model: nn.Module) -> OptimizerGroup:
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        return OptimizerGroup(name, [model], optimizer, scaler=scaler,
+                              scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.9 ** s))
+    groups = [_group("g", gen), _group("d", disc)]
     x, y = _data(8)
     for group, model in zip(groups, (gen, disc)):
         group.backward(nn.functional.mse_loss(model(x), y))
