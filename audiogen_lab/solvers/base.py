@@ -648,7 +648,16 @@ class StandardSolver(ABC, flashy.BaseSolver):
         if state is not None:
             for key in ignore_state_keys:
                 state.pop(key, None)
-            self.load_state_dict(state)
+            try:
+                self.load_state_dict(state)
+            except (RuntimeError, KeyError) as err:
+                detail = str(err).strip().splitlines()
+                shown = " ".join(line.strip() for line in detail[:2])
+                raise checkpoint.CheckpointLoadError(
+                    f"The checkpoint in {self.folder} does not fit the current config of XP {self.xp.sig} "
+                    f"({shown[:600]}). The config files changed since it ran (a preset's values are not part "
+                    "of the signature): restart it from scratch with `dora run --clear ...`, or move the "
+                    "folder away.") from err
             self.logger.info("Restored checkpoint of epoch %d from %s", self.epoch - 1, self.folder)
         elif self.cfg.get("continue_from"):
             self.load_continue_from(str(self.cfg.continue_from))

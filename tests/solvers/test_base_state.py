@@ -197,6 +197,26 @@ def test_corrupt_checkpoint_falls_back_to_intact_epoch_checkpoint(dora_dir, capl
         again.restore()
 
 
+class WideToy(ToySolver):
+    """The toy after its config changed under the same signature: a wider hidden layer."""
+
+    @classmethod
+    def build_model_from_config(cls, cfg, name):
+        return nn.Sequential(nn.Linear(8, 32), nn.Dropout(0.1), nn.Linear(32, 1))
+
+
+def test_checkpoint_of_a_changed_config_is_refused_with_the_remedy(dora_dir):
+    xp = main.get_xp(["solver=compression/debug", "seed=32"])
+    solver = _run(xp, overrides={"optim": {"epochs": 1}})
+    before = solver.checkpoint_path.read_bytes()
+    changed = make_toy(xp, {"optim": {"epochs": 2}}, WideToy)
+    with xp.enter(), pytest.raises(checkpoint.CheckpointLoadError, match=r"does not fit the current config") as err:
+        changed.restore()
+    assert str(xp.folder) in str(err.value) and "dora run --clear" in str(err.value)
+    assert "size mismatch" in str(err.value)  # the cause, from torch's message
+    assert solver.checkpoint_path.read_bytes() == before  # nothing is lost
+
+
 def test_export_of_two_models_reloads_by_name(dora_dir, toy_registered, tmp_path):
     xp = main.get_xp(["solver=compression/debug", "seed=27"])
     solver = _run(xp, HeadToy, {"solver": "toy_head", "optim": {"epochs": 1}})

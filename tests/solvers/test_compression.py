@@ -171,7 +171,7 @@ def test_notebook_access_and_export_script(trained_xp, tmp_path):
     out = subprocess.run([sys.executable, "scripts/export.py", f"//sig/{xp.sig}", str(tmp_path / "codec.th")],
                          cwd=ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert CompressionModel.get_pretrained(str(tmp_path / "codec.th")).num_codebooks == 4
+    assert CompressionModel.get_pretrained(str(tmp_path / "codec.th")).num_codebooks == 8
 
 
 def test_continue_from_an_export(trained_xp, tiny_dataset, tmp_path):
