@@ -103,9 +103,14 @@ def get_mmd_loss(cfg: DictConfig) -> nn.Module:
 
 
 def get_adversary(name: str, cfg: DictConfig) -> nn.Module:
-    """The discriminator `name` with options from ``cfg.<name>``."""
-    from ..adversarial.discriminators import MultiScaleSTFTDiscriminator
-    klasses: tp.Dict[str, tp.Callable[..., nn.Module]] = {"msstftd": MultiScaleSTFTDiscriminator}
+    """The discriminator `name` (``msstftd``, ``msd``, ``mpd``) with options from ``cfg.<name>``."""
+    from ..adversarial.discriminators import (MultiPeriodDiscriminator, MultiScaleDiscriminator,
+                                              MultiScaleSTFTDiscriminator)
+    klasses: tp.Dict[str, tp.Callable[..., nn.Module]] = {
+        "msstftd": MultiScaleSTFTDiscriminator,
+        "msd": MultiScaleDiscriminator,
+        "mpd": MultiPeriodDiscriminator,
+    }
     if name not in klasses:
         raise KeyError(f"adversarial.adversaries has unknown {name!r}; choose among {sorted(klasses)}.")
     return klasses[name](**dict_from_config(cfg.get(name)))

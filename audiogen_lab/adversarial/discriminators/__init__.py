@@ -1,5 +1,8 @@
 """Discriminators for adversarial training of audio models."""
-from .base import FeatureMapType, LogitsType, MultiDiscriminator, MultiDiscriminatorOutputType
+from .base import (FeatureMapType, LogitsType, MultiDiscriminator, MultiDiscriminatorOutputType, float32_weights,
+                   normalized_conv)
+from .mpd import MultiPeriodDiscriminator, PeriodDiscriminator
+from .msd import MultiScaleDiscriminator, ScaleDiscriminator
 from .msstftd import DiscriminatorSTFT, MultiScaleSTFTDiscriminator
 
 __all__ = [
@@ -8,5 +11,11 @@ __all__ = [
     "LogitsType",
     "MultiDiscriminator",
     "MultiDiscriminatorOutputType",
+    "MultiPeriodDiscriminator",
+    "MultiScaleDiscriminator",
     "MultiScaleSTFTDiscriminator",
+    "PeriodDiscriminator",
+    "ScaleDiscriminator",
+    "float32_weights",
+    "normalized_conv",
 ]
