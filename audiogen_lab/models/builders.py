@@ -16,6 +16,9 @@ from torch import nn
 
 from ..modules.seanet import SEANetDecoder, SEANetEncoder
 from ..quantization.base import BaseQuantizer, DummyQuantizer
+from ..quantization.grvq import GroupedResidualVectorQuantizer
+from ..quantization.rfsq import ResidualFiniteScalarQuantizer
+from ..quantization.rlfq import ResidualLookupFreeQuantizer
 from ..quantization.rvq import ResidualVectorQuantizer
 from .compression import CompressionModel
 from .encodec import EncodecModel
@@ -25,6 +28,9 @@ AUTOENCODERS: tp.Dict[str, tp.Tuple[tp.Type[nn.Module], tp.Type[nn.Module]]] = {
 }
 QUANTIZERS: tp.Dict[str, tp.Type[BaseQuantizer]] = {
     'rvq': ResidualVectorQuantizer,
+    'grvq': GroupedResidualVectorQuantizer,
+    'rfsq': ResidualFiniteScalarQuantizer,
+    'rlfq': ResidualLookupFreeQuantizer,
     'no_quant': DummyQuantizer,
 }
 COMPRESSION_MODELS: tp.Dict[str, tp.Type[CompressionModel]] = {
@@ -71,7 +77,8 @@ def get_encodec_autoencoder(name: str, cfg: omegaconf.DictConfig) -> tp.Tuple[nn
 
 
 def get_quantizer(name: str, cfg: omegaconf.DictConfig, dimension: int) -> BaseQuantizer:
-    """Quantizer `name` ('rvq' | 'no_quant') over latents of `dimension`, from ``cfg.<name>``."""
+    """Quantizer `name` over latents of `dimension`, from ``cfg.<name>``: 'rvq' (residual VQ), 'grvq'
+    (grouped residual VQ), 'rfsq' (residual FSQ), 'rlfq' (residual LFQ) or 'no_quant' (continuous)."""
     klass = _pick(QUANTIZERS, name, 'encodec.quantizer')
     if klass is DummyQuantizer:
         return DummyQuantizer()
