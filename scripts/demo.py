@@ -41,13 +41,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="dataset/example", help="example dataset folder (with train/valid/...)")
     parser.add_argument("--out", default="outputs/demo", help="where the export and reconstruction go")
+    parser.add_argument("--solver", default="compression/debug",
+                        help="the codec preset to train, e.g. compression/soundstream_debug")
     parser.add_argument("overrides", nargs="*", help="extra config overrides for the training run")
     args = parser.parse_args()
     os.chdir(ROOT)
     sys.path.insert(0, str(ROOT))
 
     dataset = Path(args.dataset).resolve()
-    overrides = ["solver=compression/debug"]
+    overrides = [f"solver={args.solver}"]
     if dataset != (ROOT / "dataset/example").resolve():
         overrides += [f"datasource.{split}={dataset / split}" for split in ("train", "valid", "evaluate", "generate")]
     overrides += args.overrides
@@ -128,7 +130,7 @@ def main() -> int:
     print_scores(scores, bitrate)
     print(f"\ntook {time.time() - begin:.0f} s. Table of XPs: dora info -f {sig}; grids: dora grid compression.debug")
     print("note: a small codec trained for a few minutes on CPU is far from transparent; train longer "
-          "(`dora run solver=compression/debug optim.epochs=50`) or a full config on a GPU "
+          f"(`dora run solver={args.solver} optim.epochs=50`) or a full config on a GPU "
           "(`dora run solver=compression/encodec_mmd_32khz`).")
     return 0
 

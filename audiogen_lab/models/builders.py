@@ -6,6 +6,12 @@ Config layout (``config/model/encodec/*.yaml``)::
     encodec: {autoencoder: seanet, quantizer: rvq, causal: false, renormalize: false}
     seanet: {...common SEANet kwargs..., encoder: {...encoder only...}, decoder: {...decoder only...}}
     rvq: {...ResidualVectorQuantizer kwargs...}
+
+and for SoundStream (``config/model/soundstream/*.yaml``)::
+
+    compression_model: soundstream
+    soundstream: {quantizer: rvq, causal: true}
+    soundstream_net: {...SoundStreamEncoder/Decoder kwargs..., encoder: {...}, decoder: {...}}
 """
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ import omegaconf
 from torch import nn
 
 from ..modules.seanet import SEANetDecoder, SEANetEncoder
+from ..modules.soundstream import SoundStreamDecoder, SoundStreamEncoder
 from ..quantization.base import BaseQuantizer, DummyQuantizer
 from ..quantization.grvq import GroupedResidualVectorQuantizer
 from ..quantization.rfsq import ResidualFiniteScalarQuantizer
@@ -22,6 +29,7 @@ from ..quantization.rlfq import ResidualLookupFreeQuantizer
 from ..quantization.rvq import ResidualVectorQuantizer
 from .compression import CompressionModel
 from .encodec import EncodecModel
+from .soundstream import SoundStreamModel
 
 AUTOENCODERS: tp.Dict[str, tp.Tuple[tp.Type[nn.Module], tp.Type[nn.Module]]] = {
     'seanet': (SEANetEncoder, SEANetDecoder),
@@ -35,6 +43,7 @@ QUANTIZERS: tp.Dict[str, tp.Type[BaseQuantizer]] = {
 }
 COMPRESSION_MODELS: tp.Dict[str, tp.Type[CompressionModel]] = {
     'encodec': EncodecModel,
+    'soundstream': SoundStreamModel,
 }
 
 
@@ -68,18 +77,18 @@ def get_encodec_autoencoder(name: str, cfg: omegaconf.DictConfig) -> tp.Tuple[nn
     """(encoder, decoder) of autoencoder `name` from ``cfg.<name>``; its ``encoder`` / ``decoder``
     sub-sections hold the arguments of one side only."""
     encoder_class, decoder_class = _pick(AUTOENCODERS, name, 'encodec.autoencoder')
-    kwargs = _kwargs(cfg, name)
-    encoder_only = kwargs.pop('encoder', None) or {}
-    decoder_only = kwargs.pop('decoder', None) or {}
-    encoder = _instantiate(encoder_class, {**kwargs, **encoder_only}, f'{name}.encoder')
-    decoder = _instantiate(decoder_class, {**kwargs, **decoder_only}, f'{name}.decoder')
+    encoder_kwargs, decoder_kwargs = _split_sides(_kwargs(cfg, name))
+    encoder = _instantiate(encoder_class, encoder_kwargs, f'{name}.encoder')
+    decoder = _instantiate(decoder_class, decoder_kwargs, f'{name}.decoder')
     return encoder, decoder
 
 
-def get_quantizer(name: str, cfg: omegaconf.DictConfig, dimension: int) -> BaseQuantizer:
+def get_quantizer(name: str, cfg: omegaconf.DictConfig, dimension: int,
+                  key: str = 'encodec.quantizer') -> BaseQuantizer:
     """Quantizer `name` over latents of `dimension`, from ``cfg.<name>``: 'rvq' (residual VQ), 'grvq'
-    (grouped residual VQ), 'rfsq' (residual FSQ), 'rlfq' (residual LFQ) or 'no_quant' (continuous)."""
-    klass = _pick(QUANTIZERS, name, 'encodec.quantizer')
+    (grouped residual VQ), 'rfsq' (residual FSQ), 'rlfq' (residual LFQ) or 'no_quant' (continuous).
+    `key` is the config key that chose it, named in errors."""
+    klass = _pick(QUANTIZERS, name, key)
     if klass is DummyQuantizer:
         return DummyQuantizer()
     kwargs = _kwargs(cfg, name)
@@ -104,6 +113,30 @@ def _build_encodec(cfg: omegaconf.DictConfig) -> EncodecModel:
                                            channels=channels, **kwargs), 'encodec')
 
 
+def _split_sides(kwargs: tp.Dict[str, tp.Any]) -> tp.Tuple[tp.Dict[str, tp.Any], tp.Dict[str, tp.Any]]:
+    """(encoder kwargs, decoder kwargs): the shared ones updated by the ``encoder`` / ``decoder`` entries."""
+    encoder_only = kwargs.pop('encoder', None) or {}
+    decoder_only = kwargs.pop('decoder', None) or {}
+    return {**kwargs, **encoder_only}, {**kwargs, **decoder_only}
+
+
+def _build_soundstream(cfg: omegaconf.DictConfig) -> SoundStreamModel:
+    kwargs = _kwargs(cfg, 'soundstream')
+    if 'quantizer' not in kwargs:
+        raise KeyError("config key 'soundstream.quantizer' is missing.")
+    encoder_kwargs, decoder_kwargs = _split_sides(_kwargs(cfg, 'soundstream_net'))
+    encoder = _instantiate(SoundStreamEncoder, encoder_kwargs, 'soundstream_net.encoder')
+    decoder = _instantiate(SoundStreamDecoder, decoder_kwargs, 'soundstream_net.decoder')
+    quantizer = get_quantizer(kwargs.pop('quantizer'), cfg, encoder.dimension, 'soundstream.quantizer')
+    sample_rate, channels = int(cfg.sample_rate), int(cfg.channels)
+    assert encoder.channels == channels, \
+        f"config: soundstream_net has {encoder.channels} channels but 'channels' is {channels}"
+    return _instantiate(SoundStreamModel, dict(encoder=encoder, decoder=decoder, quantizer=quantizer,
+                                               frame_rate=sample_rate / encoder.hop_length,
+                                               sample_rate=sample_rate, channels=channels, **kwargs),
+                        'soundstream')
+
+
 def get_compression_model(cfg: omegaconf.DictConfig) -> CompressionModel:
     """The compression model named by ``cfg.compression_model``, built from its config sections and the
     top-level ``sample_rate`` and ``channels``."""
@@ -111,6 +144,8 @@ def get_compression_model(cfg: omegaconf.DictConfig) -> CompressionModel:
         if key not in cfg:
             raise KeyError(f"config key '{key}' is missing.")
     klass = _pick(COMPRESSION_MODELS, cfg.compression_model, 'compression_model')
+    if klass is SoundStreamModel:
+        return _build_soundstream(cfg)
     if klass is EncodecModel:
         return _build_encodec(cfg)
     raise NotImplementedError(f"no builder for compression_model={cfg.compression_model!r}")

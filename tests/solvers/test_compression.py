@@ -104,10 +104,11 @@ def test_every_compression_config_composes_and_builds(name, tiny_dataset, dora_d
     assert solver.model.num_codebooks == cfg.rvq.n_q
 
 
-def test_show_from_the_command_line(tiny_dataset, dora_dir):
+@pytest.mark.parametrize("preset", ["debug", "soundstream_16khz"])
+def test_show_from_the_command_line(preset, tiny_dataset, dora_dir):
     env = {**os.environ, "DORA_PACKAGE": "audiogen_lab", "AUDIOGEN_LAB_DORA_DIR": str(dora_dir)}
     env.pop("USER", None)  # the config must load with $USER unset
-    out = subprocess.run([sys.executable, "-m", "dora", "run", "solver=compression/debug", "show=true",
+    out = subprocess.run([sys.executable, "-m", "dora", "run", f"solver=compression/{preset}", "show=true",
                           *map(str, dataset_overrides(tiny_dataset))],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]

@@ -1,0 +1,70 @@
+"""Local self-attention over channel-first sequences: the optional bottleneck transformer of SoundStream.
+
+Each frame attends to a window of nearby frames only (the past `window` frames, itself included, when
+causal; `window` frames on each side otherwise), so the cost grows linearly with the length and a long
+file gives the same output as its frames would in a short one. Positions enter as ALiBi biases
+(Press et al., 2022): each head subtracts ``slope * distance`` from its attention scores, which needs
+no positional table and so no maximum length.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from einops import rearrange
+from torch import nn
+
+
+def alibi_slopes(heads: int) -> torch.Tensor:
+    """Per-head slopes [heads]: the geometric sequence ``2 ** (-8 * (h + 1) / heads)``."""
+    return torch.tensor([2 ** (-8 * (h + 1) / heads) for h in range(heads)])
+
+
+def local_attention_bias(length: int, window: int, causal: bool, slopes: torch.Tensor) -> torch.Tensor:
+    """Additive attention bias [heads, T, T]: ``-slope * |i - j|`` inside the window, ``-inf`` outside
+    it (and, when causal, for every future frame ``j > i``)."""
+    positions = torch.arange(length, device=slopes.device)
+    distance = positions[:, None] - positions[None, :]  # i - j: > 0 for past frames
+    allowed = distance.abs() < window
+    if causal:
+        allowed &= distance >= 0
+    bias = -slopes[:, None, None] * distance.abs().to(slopes.dtype)
+    return bias.masked_fill(~allowed, -math.inf)
+
+
+class LocalTransformer(nn.Module):
+    """Pre-norm transformer layers with local ALiBi attention on [B, C, T] -> [B, C, T].
+
+    Args:
+        dimension: channels `C` (the model width).
+        num_layers: transformer layers.
+        num_heads: attention heads; must divide `dimension`.
+        window: frames each frame attends to on each allowed side (itself included).
+        causal: attend to past frames only, so that the output at frame `i` depends on frames ``<= i``.
+        dim_feedforward: hidden width of the feed-forward blocks (default ``4 * dimension``).
+        dropout: dropout in attention and feed-forward blocks.
+    """
+
+    def __init__(self, dimension: int, num_layers: int = 1, num_heads: int = 4, window: int = 64,
+                 causal: bool = True, dim_feedforward: int = 0, dropout: float = 0.0):
+        super().__init__()
+        if dimension % num_heads:
+            raise ValueError(f"num_heads ({num_heads}) must divide the transformer dimension ({dimension}).")
+        assert num_layers >= 1 and window >= 1, f"num_layers and window must be >= 1, got {num_layers}, {window}"
+        self.dimension, self.num_heads, self.window, self.causal = dimension, num_heads, window, causal
+        self.layers = nn.ModuleList([
+            nn.TransformerEncoderLayer(dimension, num_heads, dim_feedforward or 4 * dimension, dropout,
+                                       activation="gelu", batch_first=True, norm_first=True)
+            for _ in range(num_layers)])
+        self.register_buffer("slopes", alibi_slopes(num_heads), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert x.dim() == 3 and x.shape[1] == self.dimension, \
+            f"expected [B, {self.dimension}, T], got shape {tuple(x.shape)}"
+        batch, _, length = x.shape
+        bias = local_attention_bias(length, self.window, self.causal, self.slopes.float())
+        mask = bias.repeat(batch, 1, 1)  # [B * heads, T, T], batch-major as nn.MultiheadAttention expects
+        y = rearrange(x, "b c t -> b t c")
+        for layer in self.layers:
+            y = layer(y, src_mask=mask.to(y.dtype))
+        return rearrange(y, "b t c -> b c t")
