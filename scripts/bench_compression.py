@@ -12,6 +12,7 @@ Prints, in one run on the same machine (cases are interleaved so that load affec
 - the ratios ours / package against the targets, and the load average before and after.
 
     python scripts/bench_compression.py [--steps 10] [--batch 8] [--threads N] [--force-bf16]
+    python scripts/bench_compression.py --quality [--updates 600]   # quality table, see quality_compression.py
 
 The cpu/wall column is the CPU time over the wall time: about the number of threads when the run had
 the machine to itself. Where bfloat16 is emulated (AVX2-only CPUs) a bf16 step is hundreds of times
@@ -251,7 +252,14 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--force-bf16", action="store_true", help="run the bf16 case even where it is emulated")
+    parser.add_argument("--quality", action="store_true",
+                        help="train EnCodec, EnCodec-MMD and SoundStream at equal budget and print a quality table")
+    parser.add_argument("--updates", type=int, default=600, help="--quality: updates per codec")
+    parser.add_argument("--dataset", default="dataset/example", help="--quality: example dataset folder")
     args = parser.parse_args()
+    if args.quality:
+        from quality_compression import run_quality
+        return run_quality(args.updates, Path(args.dataset))
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {load()}")
