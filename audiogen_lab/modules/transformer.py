@@ -9,6 +9,7 @@ no positional table and so no maximum length.
 from __future__ import annotations
 
 import math
+import typing as tp
 
 import torch
 from einops import rearrange
@@ -66,5 +67,25 @@ class LocalTransformer(nn.Module):
         mask = bias.repeat(batch, 1, 1)  # [B * heads, T, T], batch-major as nn.MultiheadAttention expects
         y = rearrange(x, "b c t -> b t c")
         for layer in self.layers:
-            y = layer(y, src_mask=mask.to(y.dtype))
+            y, _ = _pre_norm_layer(layer, y, None, mask.to(y.dtype))
         return rearrange(y, "b t c -> b c t")
+
+
+def _pre_norm_layer(layer: nn.TransformerEncoderLayer, y: torch.Tensor, past: tp.Optional[torch.Tensor],
+                    mask: torch.Tensor) -> tp.Tuple[torch.Tensor, torch.Tensor]:
+    """One pre-norm layer on frames `y` [B, T, C]: ``y + attention(norm1(y))``, then
+    ``+ feed_forward(norm2(.))``, where the keys and values are ``[past, norm1(y)]`` [B, P + T, C].
+
+    `mask` [B * heads, T, P + T] is added to the attention scores. Returns the output [B, T, C] and the
+    normalised frames [B, P + T, C].
+
+    The layer's own ``forward`` is not used: in eval mode without gradients it takes a fused path that
+    reads a float mask as a boolean one (every non-zero bias masks its key), which would drop the ALiBi
+    biases and let each frame attend to itself only.
+    """
+    normed = layer.norm1(y)
+    context = normed if past is None else torch.cat([past, normed], dim=1)
+    attended = layer.self_attn(normed, context, context, attn_mask=mask, need_weights=False)[0]
+    y = y + layer.dropout1(attended)
+    hidden = layer.dropout(layer.activation(layer.linear1(layer.norm2(y))))
+    return y + layer.dropout2(layer.linear2(hidden)), context

@@ -54,3 +54,13 @@ def test_non_causal_sees_both_sides_and_length_does_not_matter_inside():
 def test_heads_must_divide_the_dimension():
     with pytest.raises(ValueError, match="num_heads"):
         LocalTransformer(10, num_heads=4)
+
+
+def test_inference_without_gradients_matches_training_math():
+    """torch's fused encoder-layer path (eval, no grad) reads a float mask as boolean, which drops the
+    ALiBi biases; the transformer must give the same output with and without gradients."""
+    model = _model(causal=True, window=4)
+    x = torch.randn(2, 16, 20)
+    with_grad = model(x)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), with_grad.detach())
