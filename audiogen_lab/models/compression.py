@@ -1,7 +1,8 @@
-"""The interface of every compression model (audio <-> codes or continuous latents), and chunked
-encoding/decoding of long audio built on it."""
+"""The interface of every compression model (audio <-> codes or continuous latents), chunked
+encoding/decoding of long audio built on it, and chunk-by-chunk streaming."""
 from __future__ import annotations
 
+import contextlib
 import math
 import typing as tp
 from abc import ABC, abstractmethod
@@ -9,6 +10,7 @@ from abc import ABC, abstractmethod
 import torch
 from torch import nn
 
+from ..modules import streaming as streaming_layers
 from ..quantization.base import QuantizedResult
 
 EncodeResult = tp.Tuple[torch.Tensor, tp.Optional[torch.Tensor]]
@@ -183,6 +185,40 @@ class CompressionModel(nn.Module, ABC):
             audio = self.decode_unscaled(codes[..., win_start:win_end])
             pieces.append(audio[..., (keep_start - win_start) * hop: (keep_end - win_start) * hop])
         return self.postprocess(torch.cat(pieces, dim=-1), scale)
+
+    # -- streaming ------------------------------------------------------------------------------------
+
+    #: True inside a :meth:`streaming` block
+    is_streaming: bool = False
+
+    def check_streamable(self) -> None:
+        """Raise ValueError when the model cannot code chunk by chunk. Here: when one of its streaming
+        layers refuses (a non-causal convolution, say) or a layer that mixes time steps cannot stream;
+        subclasses add their own conditions."""
+        streaming_layers.check_streamable(self)
+
+    @contextlib.contextmanager
+    def streaming(self, batch_size: tp.Optional[int] = None) -> tp.Iterator[None]:
+        """Inside ``with model.streaming():``, :meth:`encode` and :meth:`decode` process consecutive chunks
+        of one signal, and every streaming layer keeps the state the next chunk needs, so that the
+        concatenated outputs equal the offline ones. Leaving the block forgets the state.
+
+        Args:
+            batch_size: batch size B of every chunk (checked; None: set by the first chunk).
+        Raises:
+            ValueError: the model cannot stream (see :meth:`check_streamable`).
+        """
+        self.check_streamable()
+        with streaming_layers.streaming(self, batch_size):
+            self.is_streaming = True
+            try:
+                yield
+            finally:
+                self.is_streaming = False
+
+    def reset_streaming(self) -> None:
+        """Inside :meth:`streaming`: forget the past, so that the next chunk starts a new signal."""
+        streaming_layers.reset_streaming(self)
 
     @staticmethod
     def get_pretrained(name_or_path: str, device: tp.Union[str, torch.device] = 'cpu') -> 'CompressionModel':

@@ -30,6 +30,19 @@ class EncodecModel(CompressionModel):
         pad_to_hop: zero-pad inputs to a multiple of the hop before the encoder. With False the
             convolutions complete their last window themselves with their own `pad_mode` (as in Meta's
             released EnCodec models); both give ``ceil(T / hop)`` frames.
+
+    A causal model streams (see :meth:`streaming`)::
+
+        with model.streaming(batch_size=1):
+            for chunk in chunks:                  # [1, C, n * hop] each, n >= 1
+                codes = model.encode(chunk)[0]    # [1, K, n]: the offline codes of these frames
+                audio = model.decode(codes)       # [1, C, n * hop]: the offline samples of these frames
+
+    Encoded chunks must hold whole frames (a multiple of the hop): the offline encoder pads only the
+    end of the signal, which a stream never knows. Decoded chunks may hold any number of frames. Each
+    transposed convolution keeps the overlap its last frames add to the next ones; offline trims it
+    after the last frame, so the concatenated streamed audio is the offline decode, with nothing left
+    to flush when the block ends.
     """
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module, quantizer: BaseQuantizer, frame_rate: float,
@@ -106,7 +119,20 @@ class EncodecModel(CompressionModel):
         assert x.dim() == 3 and x.shape[1] == self.channels, \
             f"expected audio [B, {self.channels}, T], got shape {tuple(x.shape)}"
 
+    def check_streamable(self) -> None:
+        if not self.causal:
+            raise ValueError(f"{type(self).__name__} was built with causal=False: its encoder and decoder look at "
+                             "future samples, so it cannot stream. Stream a causal model (encodec.causal=true), "
+                             "or code long audio with audiogen_lab.models.chunked.reconstruct_long.")
+        super().check_streamable()
+
     def _pad_to_hop(self, x: torch.Tensor) -> torch.Tensor:
+        if self.is_streaming:
+            if x.shape[-1] % self.hop_length:
+                raise ValueError(f"A streamed chunk must hold whole frames: {x.shape[-1]} samples is not a multiple "
+                                 f"of the hop ({self.hop_length} samples); only the end of a signal can be padded, "
+                                 "so pad the last chunk yourself and trim the decoded audio.")
+            return x
         if not self.pad_to_hop:
             return x
         extra = -x.shape[-1] % self.hop_length

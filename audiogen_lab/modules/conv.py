@@ -5,6 +5,10 @@ convolution gives back ``frames * stride`` samples, so that an encoder/decoder p
 layers maps a signal whose length is a multiple of the hop to itself. With ``causal=True`` all the
 padding is on the left: output frame `i` only sees the input up to the end of its own frame,
 ``(i + 1) * stride - 1``.
+
+Causal layers also stream (see :mod:`audiogen_lab.modules.streaming`): a convolution keeps the input
+samples its next window still needs, a transposed convolution the overlap its last frames add to the
+next ones.
 """
 from __future__ import annotations
 
@@ -15,6 +19,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.parametrizations import weight_norm
+
+from .streaming import StreamingModule
 
 CONV_NORMALIZATIONS = frozenset({'none', 'weight_norm', 'time_group_norm'})
 PAD_MODES = frozenset({'constant', 'reflect', 'replicate', 'circular'})
@@ -119,11 +125,17 @@ class NormConvTranspose1d(nn.Module):
         return self.norm(self.convtr(x))
 
 
-class StreamableConv1d(nn.Module):
+class StreamableConv1d(StreamingModule):
     """Conv1d with 'same'-style padding computed from kernel, stride and dilation.
 
     [B, C_in, T] -> [B, C_out, ceil(T / stride)]. Non-causal: padding split between both sides
     (one more sample on the left for odd totals); causal: all padding on the left.
+
+    Streaming (causal only): each chunk [B, C_in, T_i] gives the frames whose window it completes and
+    the layer keeps the last ``effective_kernel - stride`` samples (plus any incomplete stride) for the
+    next chunk; the first chunk is padded on the left as offline. Chunks whose lengths are multiples of
+    `stride` give ``T_i / stride`` frames, which concatenated equal the offline output; a trailing
+    incomplete stride, which offline completes with right padding, stays buffered.
 
     Args:
         in_channels, out_channels, kernel_size, stride, dilation, groups, bias: as ``nn.Conv1d``.
@@ -152,7 +164,17 @@ class StreamableConv1d(nn.Module):
         self.stride = stride
         self.dilation = dilation
 
+    def check_streamable(self) -> None:
+        if not self.causal:
+            raise ValueError(f"{self._streaming_name} is not causal: its output depends on future samples, "
+                             "so it cannot stream. Build the model with causal=True.")
+        if self.pad_mode == 'circular':
+            raise ValueError(f"{self._streaming_name} pads with pad_mode='circular', which wraps the end of the "
+                             "signal around: use 'constant' or 'replicate' to stream.")
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.is_streaming:
+            return self._forward_streaming(x)
         effective_kernel = (self.kernel_size - 1) * self.dilation + 1
         padding_total = effective_kernel - self.stride
         extra = get_extra_padding_for_conv1d(x.shape[-1], effective_kernel, self.stride, padding_total)
@@ -163,9 +185,38 @@ class StreamableConv1d(nn.Module):
             left, right = padding_total - right, right + extra
         return self.conv(pad1d(x, (left, right), mode=self.pad_mode))
 
+    def _forward_streaming(self, x: torch.Tensor) -> torch.Tensor:
+        """Next chunk [B, C_in, T_i] -> the frames it completes [B, C_out, F_i]."""
+        state = self._stream_state(x)
+        effective_kernel = (self.kernel_size - 1) * self.dilation + 1
+        padding_total = effective_kernel - self.stride
+        previous: tp.Optional[torch.Tensor] = state.get('previous')
+        if previous is not None:
+            x = torch.cat([previous, x], dim=-1)
+        elif x.shape[-1] > 0:  # the first samples of the signal: the offline left padding
+            if self.pad_mode == 'reflect' and x.shape[-1] <= padding_total:
+                raise ValueError(
+                    f"{self._streaming_name} pads with pad_mode='reflect', which needs more than "
+                    f"{padding_total} samples in the first chunk it streams but got {x.shape[-1]}: make the "
+                    "first chunk longer, or build the model with pad_mode='constant' or 'replicate'.")
+            x = pad1d(x, (padding_total, 0), mode=self.pad_mode)
+        else:
+            return x.new_zeros(x.shape[0], self.conv.conv.out_channels, 0)
+        frames = max(0, (x.shape[-1] - effective_kernel) // self.stride + 1)
+        state['previous'] = x[..., frames * self.stride:]
+        if frames == 0:
+            return x.new_zeros(x.shape[0], self.conv.conv.out_channels, 0)
+        return self.conv(x[..., :(frames - 1) * self.stride + effective_kernel])
 
-class StreamableConvTranspose1d(nn.Module):
+
+class StreamableConvTranspose1d(StreamingModule):
     """ConvTranspose1d trimmed back to ``frames * stride`` samples: [B, C_in, T] -> [B, C_out, T * stride].
+
+    Streaming (causal with ``trim_right_ratio=1`` only): each chunk of frames [B, C_in, T_i] gives
+    ``T_i * stride`` samples, exactly the offline output's samples for those frames, and the
+    ``kernel_size - stride`` samples its last frames spill past them wait, without bias, to be added to
+    the next chunk's output. Offline trims that spill after the last frame, so nothing is lost when the
+    stream ends.
 
     Args:
         in_channels, out_channels, kernel_size, stride, bias: as ``nn.ConvTranspose1d``.
@@ -189,7 +240,16 @@ class StreamableConvTranspose1d(nn.Module):
         self.kernel_size = kernel_size
         self.stride = stride
 
+    def check_streamable(self) -> None:
+        if not self.causal or self.trim_right_ratio != 1.:
+            raise ValueError(f"{self._streaming_name} trims part of its overhang on the left (causal="
+                             f"{self.causal}, trim_right_ratio={self.trim_right_ratio}): its samples depend on "
+                             "later frames, so it cannot stream. Build the model with causal=True and "
+                             "trim_right_ratio=1.")
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.is_streaming:
+            return self._forward_streaming(x)
         y = self.convtr(x)
         padding_total = self.kernel_size - self.stride
         if self.causal:
@@ -197,3 +257,19 @@ class StreamableConvTranspose1d(nn.Module):
         else:
             right = padding_total // 2
         return unpad1d(y, (padding_total - right, right))
+
+    def _forward_streaming(self, x: torch.Tensor) -> torch.Tensor:
+        """Next frames [B, C_in, T_i] -> their samples [B, C_out, T_i * stride]."""
+        state = self._stream_state(x)
+        if x.shape[-1] == 0:
+            return x.new_zeros(x.shape[0], self.convtr.convtr.out_channels, 0)
+        y = self.convtr(x)  # [B, C_out, (T_i - 1) * stride + kernel_size]
+        spill = self.kernel_size - self.stride
+        pending: tp.Optional[torch.Tensor] = state.get('pending')
+        if pending is not None:
+            y = torch.cat([y[..., :spill] + pending, y[..., spill:]], dim=-1)
+        length = x.shape[-1] * self.stride
+        pending = y[..., length:]
+        bias = self.convtr.convtr.bias
+        state['pending'] = pending if bias is None else pending - bias[:, None]  # the next chunk adds its own
+        return y[..., :length]

@@ -5,6 +5,9 @@ causal; `window` frames on each side otherwise), so the cost grows linearly with
 file gives the same output as its frames would in a short one. Positions enter as ALiBi biases
 (Press et al., 2022): each head subtracts ``slope * distance`` from its attention scores, which needs
 no positional table and so no maximum length.
+
+A causal transformer streams: each layer keeps the last ``window - 1`` frames its attention looks
+back at (after its input normalisation), and new frames attend to them and to each other.
 """
 from __future__ import annotations
 
@@ -14,6 +17,8 @@ import typing as tp
 import torch
 from einops import rearrange
 from torch import nn
+
+from .streaming import StreamingModule
 
 
 def alibi_slopes(heads: int) -> torch.Tensor:
@@ -33,8 +38,11 @@ def local_attention_bias(length: int, window: int, causal: bool, slopes: torch.T
     return bias.masked_fill(~allowed, -math.inf)
 
 
-class LocalTransformer(nn.Module):
+class LocalTransformer(StreamingModule):
     """Pre-norm transformer layers with local ALiBi attention on [B, C, T] -> [B, C, T].
+
+    Streaming (causal only): chunks [B, C, T_i] of any length; only the new frames are computed, their
+    keys and values cover the ``window - 1`` frames kept from earlier chunks.
 
     Args:
         dimension: channels `C` (the model width).
@@ -59,15 +67,38 @@ class LocalTransformer(nn.Module):
             for _ in range(num_layers)])
         self.register_buffer("slopes", alibi_slopes(num_heads), persistent=False)
 
+    def check_streamable(self) -> None:
+        if not self.causal:
+            raise ValueError(f"{self._streaming_name} is not causal: its frames attend to later frames, so it "
+                             "cannot stream. Build it with causal=True.")
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         assert x.dim() == 3 and x.shape[1] == self.dimension, \
             f"expected [B, {self.dimension}, T], got shape {tuple(x.shape)}"
+        if self.is_streaming:
+            return self._forward_streaming(x)
         batch, _, length = x.shape
         bias = local_attention_bias(length, self.window, self.causal, self.slopes.float())
         mask = bias.repeat(batch, 1, 1)  # [B * heads, T, T], batch-major as nn.MultiheadAttention expects
         y = rearrange(x, "b c t -> b t c")
         for layer in self.layers:
             y, _ = _pre_norm_layer(layer, y, None, mask.to(y.dtype))
+        return rearrange(y, "b t c -> b c t")
+
+    def _forward_streaming(self, x: torch.Tensor) -> torch.Tensor:
+        """The next frames [B, C, T_i] -> their outputs [B, C, T_i]; each layer's past lives in the state."""
+        state = self._stream_state(x)
+        batch, _, length = x.shape
+        if length == 0:
+            return x
+        y = rearrange(x, "b c t -> b t c")
+        for index, layer in enumerate(self.layers):
+            past = state.get(f"context{index}")
+            span = length + (0 if past is None else past.shape[1])
+            bias = local_attention_bias(span, self.window, True, self.slopes.float())[:, -length:]
+            mask = bias.repeat(batch, 1, 1).to(y.dtype)  # [B * heads, T_i, P + T_i]
+            y, context = _pre_norm_layer(layer, y, past, mask)
+            state[f"context{index}"] = context[:, max(0, span - (self.window - 1)):]
         return rearrange(y, "b t c -> b c t")
 
 
@@ -77,7 +108,7 @@ def _pre_norm_layer(layer: nn.TransformerEncoderLayer, y: torch.Tensor, past: tp
     ``+ feed_forward(norm2(.))``, where the keys and values are ``[past, norm1(y)]`` [B, P + T, C].
 
     `mask` [B * heads, T, P + T] is added to the attention scores. Returns the output [B, T, C] and the
-    normalised frames [B, P + T, C].
+    normalised frames [B, P + T, C] (the past of the next chunk when streaming).
 
     The layer's own ``forward`` is not used: in eval mode without gradients it takes a fused path that
     reads a float mask as a boolean one (every non-zero bias masks its key), which would drop the ALiBi
