@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import typing as tp
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
@@ -70,6 +71,42 @@ class BaseQuantizer(nn.Module, ABC):
     def is_continuous(self) -> bool:
         """True when the quantizer passes latents through instead of producing codes."""
         return False
+
+
+class LevelledQuantizer(BaseQuantizer):
+    """Bookkeeping shared by quantizers with `n_q` levels of :attr:`cardinality` codes over latents
+    [B, dimension, T]: which codebooks are used, the bandwidth of one, and the input check.
+
+    Subclasses set :attr:`cardinality`; those with several codebooks per level (grouped) override
+    :attr:`total_codebooks` and :meth:`set_num_codebooks`.
+    """
+
+    def __init__(self, dimension: int, n_q: int):
+        super().__init__()
+        self.dimension = dimension
+        self.n_q = n_q
+        self._num_codebooks = n_q
+
+    @property
+    def total_codebooks(self) -> int:
+        return self.n_q
+
+    @property
+    def num_codebooks(self) -> int:
+        return self._num_codebooks
+
+    def set_num_codebooks(self, n: int) -> None:
+        if not 1 <= n <= self.n_q:
+            raise ValueError(f"num_codebooks must be in [1, {self.n_q}] (n_q), got {n}.")
+        self._num_codebooks = int(n)
+
+    def bandwidth_per_codebook(self, frame_rate: float) -> float:
+        """kbps spent by one codebook at `frame_rate` frames per second."""
+        return math.log2(self.cardinality) * frame_rate / 1000
+
+    def _check_latents(self, x: torch.Tensor) -> None:
+        assert x.dim() == 3 and x.shape[1] == self.dimension, \
+            f"expected latents [B, {self.dimension}, T], got shape {tuple(x.shape)}"
 
 
 class DummyQuantizer(BaseQuantizer):

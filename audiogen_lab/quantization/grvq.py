@@ -12,18 +12,17 @@ rows is then the code of the first `n` levels of every group, as with the plain 
 from __future__ import annotations
 
 import contextlib
-import math
 import typing as tp
 
 import torch
 from einops import rearrange, reduce, repeat
 from vector_quantize_pytorch import GroupedResidualVQ
 
-from .base import BaseQuantizer, QuantizedResult
+from .base import LevelledQuantizer, QuantizedResult
 from .levels import check_codes, eval_mode, first_levels, lookup_levels, straight_through
 
 
-class GroupedResidualVectorQuantizer(BaseQuantizer):
+class GroupedResidualVectorQuantizer(LevelledQuantizer):
     """Grouped residual vector quantization of latents [B, D, T] into codes [B, groups * levels, T].
 
     Gradients follow the plain residual quantizer: the quantized output is the codewords with an identity
@@ -47,14 +46,12 @@ class GroupedResidualVectorQuantizer(BaseQuantizer):
     def __init__(self, dimension: int = 128, n_q: int = 4, groups: int = 2, q_dropout: bool = False,
                  bins: int = 1024, decay: float = 0.99, kmeans_init: bool = True, kmeans_iters: int = 10,
                  threshold_ema_dead_code: float = 2, commitment_weight: float = 1.0):
-        super().__init__()
+        super().__init__(dimension, n_q)
         assert n_q >= 1 and groups >= 1 and bins >= 2, \
             f"n_q and groups must be >= 1 and bins >= 2, got {n_q}, {groups}, {bins}"
         assert dimension >= groups and dimension % groups == 0, \
             f"dimension ({dimension}) must be a multiple of groups ({groups}): change groups"
         assert 0. <= decay < 1., f"decay must be in [0, 1), got {decay}"
-        self.dimension = dimension
-        self.n_q = n_q
         self.groups = groups
         self.q_dropout = q_dropout
         self.bins = bins
@@ -71,10 +68,6 @@ class GroupedResidualVectorQuantizer(BaseQuantizer):
     def total_codebooks(self) -> int:
         return self.groups * self.n_q
 
-    @property
-    def num_codebooks(self) -> int:
-        return self._num_codebooks
-
     def set_num_codebooks(self, n: int) -> None:
         """Use the first ``n / groups`` levels of every group: `n` counts codebooks over all groups."""
         if not (1 <= n <= self.total_codebooks and n % self.groups == 0):
@@ -85,10 +78,6 @@ class GroupedResidualVectorQuantizer(BaseQuantizer):
     @property
     def cardinality(self) -> int:
         return self.bins
-
-    def bandwidth_per_codebook(self, frame_rate: float) -> float:
-        """kbps spent by one codebook at `frame_rate` frames per second."""
-        return math.log2(self.bins) * frame_rate / 1000
 
     @contextlib.contextmanager
     def _first_levels(self, n: int) -> tp.Iterator[None]:
@@ -109,10 +98,6 @@ class GroupedResidualVectorQuantizer(BaseQuantizer):
         finally:
             for handle in handles:
                 handle.remove()
-
-    def _check_latents(self, x: torch.Tensor) -> None:
-        assert x.dim() == 3 and x.shape[1] == self.dimension, \
-            f"expected latents [B, {self.dimension}, T], got shape {tuple(x.shape)}"
 
     def _group_masks(self, n_levels: int, device: torch.device) -> torch.Tensor:
         """[K, D] with K = n_levels * groups (level-major): 1 on the channels of row k's group, 0 elsewhere."""

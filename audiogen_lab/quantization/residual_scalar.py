@@ -14,7 +14,6 @@ which would scale the gradient by the number of levels.
 """
 from __future__ import annotations
 
-import math
 import typing as tp
 from abc import abstractmethod
 
@@ -23,11 +22,11 @@ from einops import rearrange, reduce
 from torch import nn
 from torch.nn import functional as F
 
-from .base import BaseQuantizer, QuantizedResult
+from .base import LevelledQuantizer, QuantizedResult
 from .levels import check_codes, eval_mode, first_levels, levels_used, lookup_levels, straight_through
 
 
-class ResidualScalarQuantizer(BaseQuantizer):
+class ResidualScalarQuantizer(LevelledQuantizer):
     """Residual quantization of latents [B, D, T] into codes [B, K, T] by a library residual quantizer
     with fixed codebooks, `residual`, which must hold ``layers``, ``num_quantizers``, ``project_in`` and
     ``project_out`` (``nn.Identity`` or ``nn.Linear``) and take latents [B, T, D].
@@ -43,14 +42,11 @@ class ResidualScalarQuantizer(BaseQuantizer):
     """
 
     def __init__(self, residual: nn.Module, dimension: int, n_q: int, cardinality: int):
-        super().__init__()
+        super().__init__(dimension, n_q)
         assert residual.num_quantizers == n_q, \
             f"the library quantizer holds {residual.num_quantizers} levels, not n_q={n_q}"
         self.residual = residual
-        self.dimension = dimension
-        self.n_q = n_q
         self._cardinality = int(cardinality)
-        self._num_codebooks = n_q
 
     @abstractmethod
     def _run(self, latents: torch.Tensor) -> tp.Tuple[torch.Tensor, torch.Tensor]:
@@ -63,29 +59,8 @@ class ResidualScalarQuantizer(BaseQuantizer):
     # -- codebook selection ------------------------------------------------------------------------
 
     @property
-    def total_codebooks(self) -> int:
-        return self.n_q
-
-    @property
-    def num_codebooks(self) -> int:
-        return self._num_codebooks
-
-    def set_num_codebooks(self, n: int) -> None:
-        if not 1 <= n <= self.n_q:
-            raise ValueError(f"num_codebooks must be in [1, {self.n_q}] (n_q), got {n}.")
-        self._num_codebooks = int(n)
-
-    @property
     def cardinality(self) -> int:
         return self._cardinality
-
-    def bandwidth_per_codebook(self, frame_rate: float) -> float:
-        """kbps spent by one codebook at `frame_rate` frames per second."""
-        return math.log2(self._cardinality) * frame_rate / 1000
-
-    def _check_latents(self, x: torch.Tensor) -> None:
-        assert x.dim() == 3 and x.shape[1] == self.dimension, \
-            f"expected latents [B, {self.dimension}, T], got shape {tuple(x.shape)}"
 
     def _project_levels(self, vectors: torch.Tensor) -> torch.Tensor:
         """Per-level vectors [B, K, T, C] in the code space -> [B, K, T, D]; the projection's bias goes to

@@ -8,7 +8,6 @@ a lean inference search (`encode`) that reads the library's codebook buffers and
 from __future__ import annotations
 
 import contextlib
-import math
 import typing as tp
 
 import torch
@@ -17,7 +16,7 @@ from torch.nn import functional as F
 from vector_quantize_pytorch import ResidualVQ
 from vector_quantize_pytorch.vector_quantize_pytorch import cdist as codebook_distance
 
-from .base import BaseQuantizer, QuantizedResult
+from .base import LevelledQuantizer, QuantizedResult
 
 
 def _through(x: torch.Tensor) -> torch.Tensor:
@@ -25,7 +24,7 @@ def _through(x: torch.Tensor) -> torch.Tensor:
     return x - x.detach()
 
 
-class ResidualVectorQuantizer(BaseQuantizer):
+class ResidualVectorQuantizer(LevelledQuantizer):
     """Residual vector quantization of latents [B, D, T] into codes [B, K, T].
 
     Gradients follow EnCodec: the quantized output is the sum of the levels' codewords with an identity
@@ -49,15 +48,12 @@ class ResidualVectorQuantizer(BaseQuantizer):
     def __init__(self, dimension: int = 128, n_q: int = 8, q_dropout: bool = False, bins: int = 1024,
                  decay: float = 0.99, kmeans_init: bool = True, kmeans_iters: int = 10,
                  threshold_ema_dead_code: float = 2, commitment_weight: float = 1.0):
-        super().__init__()
+        super().__init__(dimension, n_q)
         assert dimension >= 1 and n_q >= 1 and bins >= 2, \
             f"dimension and n_q must be >= 1 and bins >= 2, got {dimension}, {n_q}, {bins}"
         assert 0. <= decay < 1., f"decay must be in [0, 1), got {decay}"
-        self.dimension = dimension
-        self.n_q = n_q
         self.q_dropout = q_dropout
         self.bins = bins
-        self._num_codebooks = n_q
         self.vq = ResidualVQ(
             dim=dimension, num_quantizers=n_q, codebook_size=bins, decay=decay, kmeans_init=kmeans_init,
             kmeans_iters=kmeans_iters, threshold_ema_dead_code=threshold_ema_dead_code,
@@ -67,25 +63,8 @@ class ResidualVectorQuantizer(BaseQuantizer):
     # -- codebook selection ------------------------------------------------------------------------
 
     @property
-    def total_codebooks(self) -> int:
-        return self.n_q
-
-    @property
-    def num_codebooks(self) -> int:
-        return self._num_codebooks
-
-    def set_num_codebooks(self, n: int) -> None:
-        if not 1 <= n <= self.n_q:
-            raise ValueError(f"num_codebooks must be in [1, {self.n_q}] (n_q), got {n}.")
-        self._num_codebooks = int(n)
-
-    @property
     def cardinality(self) -> int:
         return self.bins
-
-    def bandwidth_per_codebook(self, frame_rate: float) -> float:
-        """kbps spent by one codebook at `frame_rate` frames per second."""
-        return math.log2(self.bins) * frame_rate / 1000
 
     @contextlib.contextmanager
     def _first_levels(self, n: int) -> tp.Iterator[None]:
@@ -136,10 +115,6 @@ class ResidualVectorQuantizer(BaseQuantizer):
             residual = residual - F.embedding(index, codebook[0])
             codes.append(index)
         return rearrange(torch.cat(codes), 'k (b t) -> b k t', b=batch)
-
-    def _check_latents(self, x: torch.Tensor) -> None:
-        assert x.dim() == 3 and x.shape[1] == self.dimension, \
-            f"expected latents [B, {self.dimension}, T], got shape {tuple(x.shape)}"
 
     # -- quantization ------------------------------------------------------------------------------
 

@@ -26,6 +26,15 @@ class MultiDiscriminator(abc.ABC, nn.Module):
     def forward(self, x: torch.Tensor) -> MultiDiscriminatorOutputType:
         ...
 
+    def run_each(self, x: torch.Tensor) -> MultiDiscriminatorOutputType:
+        """`(logits, fmaps)` of every sub-discriminator in ``self.discriminators`` on the same `x`."""
+        logits, fmaps = [], []
+        for disc in self.discriminators:
+            logit, fmap = disc(x)
+            logits.append(logit)
+            fmaps.append(fmap)
+        return logits, fmaps
+
     @property
     @abc.abstractmethod
     def num_discriminators(self) -> int:

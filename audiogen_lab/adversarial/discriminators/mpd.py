@@ -100,9 +100,4 @@ class MultiPeriodDiscriminator(MultiDiscriminator):
 
     def forward(self, x: torch.Tensor) -> MultiDiscriminatorOutputType:
         x = x.to(next(self.parameters()).dtype)
-        logits, fmaps = [], []
-        for disc in self.discriminators:
-            logit, fmap = disc(x)
-            logits.append(logit)
-            fmaps.append(fmap)
-        return logits, fmaps
+        return self.run_each(x)

@@ -109,9 +109,4 @@ class MultiScaleSTFTDiscriminator(MultiDiscriminator):
         return len(self.discriminators)
 
     def forward(self, x: torch.Tensor) -> MultiDiscriminatorOutputType:
-        logits, fmaps = [], []
-        for disc in self.discriminators:
-            logit, fmap = disc(x)
-            logits.append(logit)
-            fmaps.append(fmap)
-        return logits, fmaps
+        return self.run_each(x)
