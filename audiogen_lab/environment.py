@@ -1,4 +1,4 @@
-"""Team and cluster settings: where Dora keeps experiments, SLURM partitions, reference files.
+"""Team and cluster settings: where Dora keeps experiments, SLURM partitions and resources, reference files.
 
 Read from ``config/teams/<team>.yaml``; the team is ``$AUDIOGEN_LAB_TEAM`` (default ``default``).
 Environment variables override the file: ``$AUDIOGEN_LAB_DORA_DIR`` (experiment folder),
@@ -71,3 +71,11 @@ class AudioGenEnvironment:
         partitions = cls.instance().config.get("partitions", {}) or {}
         names = [partitions.get(key) for key in which if partitions.get(key)]
         return ",".join(names) if names else None
+
+    @classmethod
+    def get_slurm_config(cls) -> tp.Dict[str, tp.Any]:
+        """The team's SLURM resources (``slurm`` in the team file, e.g. ``gpus``, ``mem_per_gpu``,
+        ``cpus_per_gpu``, ``time``): what its cluster accepts, applied over the ``slurm`` defaults of
+        config/config.yaml. Empty when the team sets none."""
+        slurm = cls.instance().config.get("slurm") or {}
+        return dict(OmegaConf.to_container(slurm, resolve=True)) if isinstance(slurm, DictConfig) else dict(slurm)

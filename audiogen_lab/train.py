@@ -213,6 +213,11 @@ def main(cfg: DictConfig) -> tp.Any:
 
 main.dora.dir = AudioGenEnvironment.get_dora_dir()
 main.dora.use_rendezvous = AudioGenEnvironment.use_rendezvous()
+for _key, _value in AudioGenEnvironment.get_slurm_config().items():
+    if _key not in main._base_cfg.slurm:
+        raise KeyError(f"config/teams/{AudioGenEnvironment.instance().team}.yaml sets slurm.{_key}, which is not a key "
+                       f"of `slurm` in config/config.yaml; choose one of {sorted(main._base_cfg.slurm)}.")
+    main._base_cfg.slurm[_key] = _value
 _slurm_partition = AudioGenEnvironment.get_slurm_partitions()
 if _slurm_partition:
     main._base_cfg.slurm.partition = _slurm_partition

@@ -1,0 +1,147 @@
+"""scripts/slurm_local.sh: a single-node SLURM cluster (munge, MariaDB, slurmdbd, slurmctld, slurmd) on loopback.
+
+The cluster tests are skipped, with the script's reason, where SLURM cannot run (not root, packages missing
+and not installable); once the cluster reports up, any failure is a real one. The cluster has its own folder
+and ports, so that a cluster started by hand with the defaults is left alone, and is stopped at the end.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import typing as tp
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPT = REPO / "scripts" / "slurm_local.sh"
+CLUSTER_DIR = Path(os.environ.get("AUDIOGEN_LAB_TEST_SLURM_DIR", "/tmp/audiogen_lab_slurm_tests"))
+DAEMONS = ["munged", "mariadbd", "slurmdbd", "slurmctld", "slurmd"]
+PORT = 6837  # slurmctld; slurmd, slurmdbd and MariaDB take the next three
+CANNOT_RUN_HERE = 2  # the script's exit status when SLURM cannot be installed or run on this machine
+
+
+def _env() -> tp.Dict[str, str]:
+    return {**os.environ, "SLURM_LOCAL_DIR": str(CLUSTER_DIR), "SLURM_LOCAL_PORT": str(PORT),
+            "SLURM_CONF": str(CLUSTER_DIR / "etc" / "slurm.conf")}
+
+
+def _script(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(SCRIPT), *args], env=_env(), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _slurm(*args: str, timeout: float = 30) -> str:
+    """Run a SLURM client command against the test cluster and return its stdout."""
+    proc = subprocess.run(list(args), env=_env(), capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{' '.join(args)} failed: {proc.stderr.strip()}"
+    return proc.stdout
+
+
+def _pid_files() -> tp.Dict[str, Path]:
+    run = CLUSTER_DIR / "run"
+    return {"munged": run / "munge" / "munged.pid", "mariadbd": run / "mysql" / "mariadbd.pid",
+            "slurmdbd": run / "slurmdbd.pid", "slurmctld": run / "slurmctld.pid", "slurmd": run / "slurmd.pid"}
+
+
+def _alive(pid: int, name: str) -> bool:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip() == name
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    try:
+        proc = _script("start")
+        if proc.returncode == CANNOT_RUN_HERE:
+            lines = proc.stderr.strip().splitlines()
+            pytest.skip(lines[-1] if lines else "scripts/slurm_local.sh cannot start SLURM here")
+        assert proc.returncode == 0, f"slurm_local.sh start failed:\n{proc.stdout}{proc.stderr}"
+        yield CLUSTER_DIR
+    finally:
+        _script("stop", timeout=120)
+
+
+def test_local_slurm_team_fits_the_base_config():
+    """Every `slurm` key of the local_slurm team exists in config/config.yaml, and its resources fit a CPU node."""
+    base = OmegaConf.load(REPO / "config" / "config.yaml").slurm
+    team = OmegaConf.load(REPO / "config" / "teams" / "local_slurm.yaml").local_slurm
+    assert set(team.slurm) <= set(base), f"unknown slurm keys {set(team.slurm) - set(base)}"
+    assert team.slurm.gpus == 0 and team.slurm.mem_per_gpu < base.mem_per_gpu
+    assert team.partitions["global"] == "local"
+
+
+@pytest.mark.slow
+def test_node_is_idle(cluster):
+    states = _slurm("sinfo", "-h", "-N", "-o", "%N %T %P").split()
+    assert states[1:] == ["idle", "local*"], f"sinfo: {states}"
+    status = _script("status")
+    assert status.returncode == 0, status.stdout + status.stderr
+    for name in DAEMONS:
+        assert f"{name}: running" in status.stdout
+
+
+@pytest.mark.slow
+def test_job_completes_and_is_accounted(cluster, tmp_path):
+    out = tmp_path / "job.out"
+    job = _slurm("sbatch", "--parsable", f"--output={out}", f"--chdir={tmp_path}",
+                 "--wrap", "echo hello from $SLURM_JOB_ID").strip().split(";")[0]
+    deadline = time.monotonic() + 60
+    state = ""
+    while time.monotonic() < deadline:
+        rows = _slurm("sacct", "-n", "-P", "-X", "-j", job, "-o", "State").split()
+        state = rows[0] if rows else ""
+        if state in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"):
+            break
+        time.sleep(0.5)
+    assert state == "COMPLETED", f"job {job} ended as {state!r}"
+    assert out.read_text().strip() == f"hello from {job}"
+    exit_code = _slurm("sacct", "-n", "-P", "-X", "-j", job, "-o", "ExitCode").strip()
+    assert exit_code == "0:0"
+
+
+@pytest.mark.slow
+def test_communication_is_loopback_only(cluster):
+    config = _slurm("scontrol", "show", "config")
+    params = [line.split("=", 1)[1].strip() for line in config.splitlines()
+              if line.startswith("CommunicationParameters")]
+    assert params and set(params[0].split(",")) >= {"NoInAddrAny", "NoCtldInAddrAny"}, params
+    addresses = [line.split("=", 1)[1] for line in (cluster / "etc" / "slurmdbd.conf").read_text().splitlines()
+                 if line.startswith(("DbdAddr", "StorageHost", "CommunicationParameters"))]
+    assert addresses == ["127.0.0.1", "NoInAddrAny", "127.0.0.1"]
+    listening = _listening(range(PORT, PORT + 4))
+    assert sorted(port for _, port in listening) == list(range(PORT, PORT + 4)), listening
+    assert all(address == "127.0.0.1" for address, _ in listening), listening
+
+
+def _listening(ports: tp.Iterable[int]) -> tp.List[tp.Tuple[str, int]]:
+    """(address, port) of the TCP sockets listening on `ports`, from /proc/net/tcp and tcp6."""
+    wanted, found = set(ports), []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        if not os.path.exists(table):
+            continue
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, port = local.rsplit(":", 1)
+            if state != "0A" or int(port, 16) not in wanted:  # 0A: LISTEN
+                continue
+            if len(address) == 8:  # IPv4, little-endian hex
+                address = ".".join(str(int(address[i:i + 2], 16)) for i in (6, 4, 2, 0))
+            found.append((address, int(port, 16)))
+    return found
+
+
+@pytest.mark.slow
+def test_stop_ends_every_daemon(cluster):
+    pids = {name: int(path.read_text().strip()) for name, path in _pid_files().items() if path.exists()}
+    assert set(pids) == set(DAEMONS), f"pid files missing for {set(DAEMONS) - set(pids)}"
+    assert all(_alive(pid, name) for name, pid in pids.items())
+    proc = _script("stop", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    alive = [name for name, pid in pids.items() if _alive(pid, name)]
+    assert not alive, f"still running after stop: {alive}"
+    assert _script("status").returncode == 3
