@@ -14,6 +14,7 @@
 # Needs root (the daemons switch users). Exit status: 0 done, 1 failed, 2 SLURM cannot run here (not root,
 # packages missing and not installable, host name not resolvable), 3 `status` found the cluster down.
 set -uo pipefail
+export PATH="$PATH:/usr/sbin:/sbin"   # the daemons and runuser live there; login shells of non-root users omit it
 
 DIR=${SLURM_LOCAL_DIR:-/tmp/audiogen_lab_slurm}
 PORT=${SLURM_LOCAL_PORT:-6817}
@@ -73,6 +74,9 @@ install_packages() {
       "${PACKAGES[@]}" >"$DIR/log/apt.log" 2>&1; } || ok=0
   [ "$added" -eq 1 ] && rm -f "$policy"
   [ "$ok" -eq 1 ] || die "apt-get could not install ${PACKAGES[*]} (see $DIR/log/apt.log)" 2
+  for prog in "${missing[@]}"; do
+    command -v "$prog" >/dev/null 2>&1 || die "$prog is still missing after installing ${PACKAGES[*]}" 2
+  done
 }
 
 write_config() {
@@ -231,7 +235,8 @@ cmd_stop() {
   local name pid i end
   export SLURM_CONF="$DIR/etc/slurm.conf"
   if daemon_pid slurmctld >/dev/null; then
-    scancel --full --quiet --user=root --ctld >/dev/null 2>&1 || true
+    # End the jobs first, so that no job step outlives its slurmd.
+    squeue -h -o %A 2>/dev/null | xargs -r scancel --full >/dev/null 2>&1 || true
   fi
   for ((i = ${#DAEMONS[@]} - 1; i >= 0; i--)); do
     name=${DAEMONS[i]}

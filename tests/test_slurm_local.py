@@ -6,8 +6,10 @@ and ports, so that a cluster started by hand with the defaults is left alone, an
 """
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
+import sys
 import time
 import typing as tp
 from pathlib import Path
@@ -73,6 +75,19 @@ def test_local_slurm_team_fits_the_base_config():
     assert set(team.slurm) <= set(base), f"unknown slurm keys {set(team.slurm) - set(base)}"
     assert team.slurm.gpus == 0 and team.slurm.mem_per_gpu < base.mem_per_gpu
     assert team.partitions["global"] == "local"
+
+
+def test_local_slurm_team_sets_the_launch_defaults():
+    """With AUDIOGEN_LAB_TEAM=local_slurm, the team's resources and partition replace Dora's SLURM defaults."""
+    code = "from audiogen_lab import train; print(dict(train.main._base_cfg.slurm), train.main.dora.use_rendezvous)"
+    env = {**os.environ, "AUDIOGEN_LAB_TEAM": "local_slurm"}
+    env.pop("AUDIOGEN_LAB_USE_RENDEZVOUS", None)
+    proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    slurm, rendezvous = proc.stdout.strip().rsplit(" ", 1)
+    slurm = ast.literal_eval(slurm)
+    assert (slurm["gpus"], slurm["mem_per_gpu"], slurm["cpus_per_gpu"], slurm["partition"]) == (0, 2, 1, "local")
+    assert rendezvous == "True"
 
 
 @pytest.mark.slow
