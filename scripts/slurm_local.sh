@@ -112,6 +112,7 @@ DefMemPerCPU=256
 SlurmdParameters=config_overrides
 ReturnToService=2
 MailProg=/bin/true
+KillWait=10
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=127.0.0.1
@@ -232,11 +233,20 @@ cmd_start() {
 }
 
 cmd_stop() {
-  local name pid i end
+  local name pid i end job_pids=""
   export SLURM_CONF="$DIR/etc/slurm.conf"
+  # End the jobs first, so that no job step outlives its slurmd (submitit ignores SIGTERM, so a step
+  # ends at the SIGKILL sent KillWait seconds later); kill what slurmd still lists after that.
   if daemon_pid slurmctld >/dev/null; then
-    # End the jobs first, so that no job step outlives its slurmd.
-    squeue -h -o %A 2>/dev/null | xargs -r scancel --full >/dev/null 2>&1 || true
+    squeue -h -o %A 2>/dev/null | xargs -r scancel --full >/dev/null 2>&1
+    end=$((SECONDS + 30))
+    while [ -n "$(squeue -h -o %A 2>/dev/null)" ] && [ "$SECONDS" -lt "$end" ]; do sleep 0.5; done
+  fi
+  if daemon_pid slurmd >/dev/null; then
+    end=$((SECONDS + 15))
+    while job_pids=$(scontrol listpids 2>/dev/null | awk 'NR > 1 && $1 ~ /^[0-9]+$/ {print $1}') \
+          && [ -n "$job_pids" ] && [ "$SECONDS" -lt "$end" ]; do sleep 0.5; done
+    [ -n "${job_pids:-}" ] && { log "killing leftover job processes $(echo $job_pids)"; kill -KILL $job_pids 2>/dev/null; }
   fi
   for ((i = ${#DAEMONS[@]} - 1; i >= 0; i--)); do
     name=${DAEMONS[i]}

@@ -151,12 +151,23 @@ def _listening(ports: tp.Iterable[int]) -> tp.List[tp.Tuple[str, int]]:
 
 
 @pytest.mark.slow
-def test_stop_ends_every_daemon(cluster):
+def test_stop_ends_every_daemon_and_job(cluster, tmp_path):
+    """`stop` ends the running jobs, then every daemon named by its pid files."""
     pids = {name: int(path.read_text().strip()) for name, path in _pid_files().items() if path.exists()}
     assert set(pids) == set(DAEMONS), f"pid files missing for {set(DAEMONS) - set(pids)}"
     assert all(_alive(pid, name) for name, pid in pids.items())
+    _slurm("sbatch", f"--output={tmp_path / 'sleep.out'}", f"--chdir={tmp_path}", "--wrap", "sleep 300")
+    job_pids: tp.List[int] = []
+    deadline = time.monotonic() + 30
+    while not job_pids and time.monotonic() < deadline:
+        listing = subprocess.run(["scontrol", "listpids"], env=_env(), capture_output=True, text=True, timeout=30)
+        job_pids = [int(line.split()[0]) for line in listing.stdout.splitlines()[1:]  # rc 1 while no step runs
+                    if line.split() and line.split()[0].isdigit()]
+        time.sleep(0.3)
+    assert job_pids, "the sleep job never started"
     proc = _script("stop", timeout=120)
     assert proc.returncode == 0, proc.stderr
     alive = [name for name, pid in pids.items() if _alive(pid, name)]
     assert not alive, f"still running after stop: {alive}"
+    assert not [pid for pid in job_pids if os.path.exists(f"/proc/{pid}")], "job processes outlived stop"
     assert _script("status").returncode == 3
