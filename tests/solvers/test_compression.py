@@ -48,7 +48,7 @@ def test_debug_codec_learns(trained_xp):
     # the dependence metrics and codebook usage are reported every valid stage
     for key in ("nmi", "nmi_corrected", "perplexity_q0", "usage_q3", "mmd", "bandwidth"):
         assert key in last
-    assert last["bandwidth"] == pytest.approx(4 * 6 * 100 / 1000)  # 4 codebooks x log2(64) bits x 100 Hz
+    assert last["bandwidth"] == pytest.approx(8 * 6 * 100 / 1000)  # 8 codebooks x log2(64) bits x 100 Hz
     assert "evaluate" in history[-1] and "generate" in history[-1]
     samples = list((xp.folder / "samples" / "epoch_4").iterdir())
     assert any(p.suffix == ".wav" for p in samples) and any(p.suffix == ".png" for p in samples)
@@ -69,7 +69,7 @@ def test_sig_export_get_pretrained_chain(trained_xp, tmp_path):
     wav = torch.randn(1, 1, 16000) * 0.1
     with torch.no_grad():
         codes, scale = exported.encode(wav)
-        assert codes.shape == (1, 4, 100) and codes.dtype == torch.long
+        assert codes.shape == (1, 8, 100) and codes.dtype == torch.long
         torch.testing.assert_close(codes, model.encode(wav)[0])
         torch.testing.assert_close(exported.decode(codes, scale), model.decode(codes, scale))
     again = CompressionSolver.model_from_checkpoint(str(path))
