@@ -17,11 +17,7 @@ from vector_quantize_pytorch import ResidualVQ
 from vector_quantize_pytorch.vector_quantize_pytorch import cdist as codebook_distance
 
 from .base import LevelledQuantizer, QuantizedResult
-
-
-def _through(x: torch.Tensor) -> torch.Tensor:
-    """Zero-valued tensor whose gradient with respect to `x` is the identity (straight-through)."""
-    return x - x.detach()
+from .levels import check_codes, eval_mode, first_levels, lookup_levels, straight_through
 
 
 class ResidualVectorQuantizer(LevelledQuantizer):
@@ -65,21 +61,6 @@ class ResidualVectorQuantizer(LevelledQuantizer):
     @property
     def cardinality(self) -> int:
         return self.bins
-
-    @contextlib.contextmanager
-    def _first_levels(self, n: int) -> tp.Iterator[None]:
-        """Run the library's residual loop over the first `n` levels only."""
-        if n == self.n_q:
-            yield
-            return
-        layers = self.vq.layers
-        self.vq.layers = layers[:n]
-        self.vq.num_quantizers = n
-        try:
-            yield
-        finally:
-            self.vq.layers = layers
-            self.vq.num_quantizers = self.n_q
 
     @contextlib.contextmanager
     def _record_levels(self, store: tp.List[torch.Tensor]) -> tp.Iterator[None]:
@@ -128,12 +109,12 @@ class ResidualVectorQuantizer(LevelledQuantizer):
         with torch.autocast(device_type=x.device.type, enabled=False):
             x = x.float()
             levels: tp.List[torch.Tensor] = []
-            with self._record_levels(levels), self._first_levels(self._num_codebooks):
+            with self._record_levels(levels), first_levels(self.vq, self._num_codebooks):
                 _, codes, losses = self.vq(rearrange(x, 'b d t -> b t d'))
             used = len(levels)
             quantized_levels = rearrange(torch.stack(levels), 'k b t d -> b k d t')
             # values are the codewords exactly; gradients reach `x` as identity (straight-through)
-            through = _through(x)
+            through = straight_through(x)
             layer_outputs = quantized_levels + through.unsqueeze(1)
             quantized = reduce(quantized_levels, 'b k d t -> b d t', 'sum') + through
             codes = rearrange(codes[..., :used], 'b t k -> b k t')
@@ -153,23 +134,13 @@ class ResidualVectorQuantizer(LevelledQuantizer):
         if self._codebooks_initialised(self._num_codebooks):
             with torch.autocast(device_type=x.device.type, enabled=False), torch.no_grad():
                 return self._nearest_codes(x.float(), self._num_codebooks)
-        was_training = self.vq.training
-        self.vq.train(False)
-        try:
-            with torch.autocast(device_type=x.device.type, enabled=False), \
-                    self._first_levels(self._num_codebooks):
-                _, codes, _ = self.vq(rearrange(x.float(), 'b d t -> b t d'))
-        finally:
-            self.vq.train(was_training)
+        with eval_mode(self.vq), torch.autocast(device_type=x.device.type, enabled=False), \
+                first_levels(self.vq, self._num_codebooks):
+            _, codes, _ = self.vq(rearrange(x.float(), 'b d t -> b t d'))
         return rearrange(codes, 'b t k -> b k t')
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Quantized latents [B, D, T] (float32) of `codes` [B, K, T], using the first K levels."""
-        assert codes.dim() == 3 and 1 <= codes.shape[1] <= self.n_q, \
-            f"expected codes [B, K, T] with 1 <= K <= {self.n_q}, got shape {tuple(codes.shape)}"
-        assert not codes.is_floating_point(), f"codes must be integers, got {codes.dtype}"
-        n_levels = codes.shape[1]
-        codebooks = rearrange(self.vq.codebooks[:n_levels], 'k c d -> (k c) d')
-        offsets = torch.arange(n_levels, device=codes.device) * self.bins
-        vectors = F.embedding(codes.long() + rearrange(offsets, 'k -> 1 k 1'), codebooks)
-        return reduce(rearrange(vectors, 'b k t d -> b k d t'), 'b k d t -> b d t', 'sum')
+        check_codes(codes, self.n_q)
+        vectors = lookup_levels(codes, self.vq.codebooks[:codes.shape[1]])
+        return reduce(vectors, 'b k t d -> b d t', 'sum')

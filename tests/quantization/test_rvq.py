@@ -6,6 +6,7 @@ import torch
 import vector_quantize_pytorch.vector_quantize_pytorch as vqp_module
 from einops import rearrange
 from audiogen_lab.quantization.base import DummyQuantizer, QuantizedResult
+from audiogen_lab.quantization.levels import first_levels
 from audiogen_lab.quantization.rvq import ResidualVectorQuantizer
 
 DIM, N_Q, BINS, FRAME_RATE = 8, 4, 32, 50
@@ -198,7 +199,7 @@ def _library_codes(quantizer: ResidualVectorQuantizer, x: torch.Tensor) -> torch
     """Codes [B, K, T] from the library's own residual loop in eval mode (the reference for `encode`)."""
     was_training = quantizer.training
     quantizer.eval()
-    with torch.no_grad(), quantizer._first_levels(quantizer.num_codebooks):
+    with torch.no_grad(), first_levels(quantizer.vq, quantizer.num_codebooks):
         _, codes, _ = quantizer.vq(rearrange(x, 'b d t -> b t d'))
     quantizer.train(was_training)
     return rearrange(codes, 'b t k -> b k t')
