@@ -21,6 +21,7 @@ import typing as tp
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 # name -> the overrides of one row; every row also gets the shared budget of `budget_overrides`
 CODECS: tp.Dict[str, tp.List[str]] = {
@@ -46,7 +47,6 @@ def _levels(metrics: tp.Dict[str, float], prefix: str) -> float:
 
 def train_and_read(name: str, argv: tp.List[str]) -> tp.Dict[str, float]:
     """Run (or reuse) the XP of `argv` and return its table row."""
-    sys.path.insert(0, str(ROOT))
     from audiogen_lab.train import main
     env = {**os.environ, "DORA_PACKAGE": "audiogen_lab"}
     print(f"[{name}] dora run {' '.join(argv)}", flush=True)
