@@ -3,10 +3,11 @@
 
 The input is a complex STFT as two real channels, x [B, 2, F, N] (F frequency bins, N frames).
 
-- :class:`ConsistencyEncoder`: x [B, 2, F, N] -> latents [B, latent_dim, N / 8] in [-1, 1]. A 2-D
-  residual network goes down a pyramid of levels (frequency-only downsampling first, then frequency
-  and time), its last map is flattened to a sequence [B, C * F', N / 8] and 1-D residual blocks and a
-  1x1 conv with tanh give the latents.
+- :class:`ConsistencyEncoder`: x [B, 2, F, N] -> latents [B, latent_dim, N / 8] in [-1, 1] (8 is the
+  `time_downsampling` of the presets: three (2, 2) downsamplings). A 2-D residual network goes down a
+  pyramid of levels (frequency-only downsampling first, then frequency and time), its last map is
+  flattened to a sequence [B, C * F', N / 8] and 1-D residual blocks and a 1x1 conv with tanh give
+  the latents.
 - :class:`LatentUpsampler`: latents -> a pyramid of feature maps, one [B, C_l, F_l, N_l] per level,
   mirroring the encoder.
 - :class:`ConsistencyDecoder`: a noise-conditioned 2-D U-Net that denoises x_noisy [B, 2, F, N] given
@@ -87,6 +88,15 @@ def _per_level(value: tp.Union[int, bool, tp.Sequence], levels: int, name: str) 
     return values
 
 
+def _check_spectrogram(x: torch.Tensor, channels: int, frequency_bins: int, frame_multiple: int) -> None:
+    """Assert x is [B, channels, frequency_bins, N] with N a multiple of `frame_multiple`."""
+    assert x.dim() == 4 and x.shape[1] == channels and x.shape[2] == frequency_bins, \
+        f"expected a spectrogram [B, {channels}, {frequency_bins}, N], got {list(x.shape)}"
+    assert x.shape[-1] % frame_multiple == 0, \
+        f"the number of frames N={x.shape[-1]} must be a multiple of {frame_multiple}: pad the time axis " \
+        f"to a multiple of {frame_multiple} frames"
+
+
 class _Stage(nn.Module):
     """Residual blocks of one level, each followed by frequency attention when `attention`.
 
@@ -162,16 +172,9 @@ class ConsistencyEncoder(nn.Module):
         self.norm_out = group_norm(bottleneck_channels, max_groups)
         self.proj_out = nn.Conv1d(bottleneck_channels, latent_dim, 1)
 
-    def _check(self, x: torch.Tensor) -> None:
-        assert x.dim() == 4 and x.shape[1] == self.in_channels and x.shape[2] == self.frequency_bins, \
-            f"expected a spectrogram [B, {self.in_channels}, {self.frequency_bins}, N], got {list(x.shape)}"
-        assert x.shape[-1] % self.time_downsampling == 0, \
-            f"the number of frames N={x.shape[-1]} must be a multiple of {self.time_downsampling}: pad the " \
-            f"time axis to a multiple of {self.time_downsampling} frames"
-
     def extract_features(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, in_channels, F, N] -> flattened 2-D features [B, feature_dim, N / time_downsampling]."""
-        self._check(x)
+        _check_spectrogram(x, self.in_channels, self.frequency_bins, self.time_downsampling)
         h = self.conv_in(x)
         if self.gain is not None:
             h = h * self.gain
@@ -224,7 +227,10 @@ class LatentUpsampler(nn.Module):
                                                    plan.factors[level]) for level in range(plan.levels - 1)])
 
     def forward(self, latents: torch.Tensor) -> tp.List[torch.Tensor]:
-        """latents [B, latent_dim, T] -> [map_0, ..., map_{L-1}], map_l [B, C_l, F_l, T * 8 / 2 ** ...]."""
+        """latents [B, latent_dim, T] -> [map_0, ..., map_{L-1}], map_l [B, C_l, F_l, N_l].
+
+        ``N_0 = T * time_downsampling`` and ``N_l`` divides it by the time factors of the first l
+        transitions (the plan's `channels`, `freq_bins` and `factors`)."""
         assert latents.dim() == 3 and latents.shape[1] == self.latent_dim, \
             f"expected latents [B, {self.latent_dim}, T], got {list(latents.shape)}"
         h = self.proj_in(latents)
@@ -269,9 +275,8 @@ class ConsistencyDecoder(nn.Module):
         frequency_scaling: apply the noise-conditioned per-bin, per-channel gains.
         frequency_scaling_rank: rank of those gain maps.
         latent_dim, bottleneck_channels, bottleneck_layers: of the upsampler.
-        upsampler_layers_per_level, upsampler_attention_levels: residual blocks / attention of the
-            upsampler's levels (default: those of the encoder presets, 1 block per level, the decoder's
-            attention levels).
+        upsampler_layers_per_level: residual blocks per level of the upsampler (an int or one per level).
+        upsampler_attention_levels: attention flags of the upsampler's levels (None: `attention_levels`).
     """
 
     def __init__(self, frequency_bins: int = 1024, in_channels: int = 2, base_channels: int = 64,
@@ -280,7 +285,7 @@ class ConsistencyDecoder(nn.Module):
                  layers_per_level: tp.Union[int, tp.Sequence[int]] = 2,
                  attention_levels: tp.Union[bool, tp.Sequence[bool]] = (False, False, True, True, True),
                  heads: int = 4, emb_dim: int = 256, noise_embedding: str = 'sinusoidal',
-                 fourier_scale: float = 16.0, frequency_scaling: bool = True, frequency_scaling_rank: int = 1,
+                 fourier_scale: float = 16.0, frequency_scaling: bool = True, frequency_scaling_rank: int = 3,
                  latent_dim: int = 64, bottleneck_channels: int = 512, bottleneck_layers: int = 4,
                  upsampler_layers_per_level: tp.Union[int, tp.Sequence[int]] = 1,
                  upsampler_attention_levels: tp.Optional[tp.Union[bool, tp.Sequence[bool]]] = None,
@@ -338,11 +343,7 @@ class ConsistencyDecoder(nn.Module):
         return self.upsampler(latents)
 
     def _check(self, x: torch.Tensor, c_noise: torch.Tensor, pyramid: tp.Sequence[torch.Tensor]) -> None:
-        assert x.dim() == 4 and x.shape[1] == self.in_channels and x.shape[2] == self.frequency_bins, \
-            f"expected x_noisy [B, {self.in_channels}, {self.frequency_bins}, N], got {list(x.shape)}"
-        assert x.shape[-1] % self.time_downsampling == 0, \
-            f"the number of frames N={x.shape[-1]} must be a multiple of {self.time_downsampling}: pad the " \
-            f"time axis to a multiple of {self.time_downsampling} frames"
+        _check_spectrogram(x, self.in_channels, self.frequency_bins, self.time_downsampling)
         assert c_noise.numel() == x.shape[0], \
             f"c_noise must hold one noise level per example ({x.shape[0]}), got shape {list(c_noise.shape)}"
         assert len(pyramid) == self.plan.levels, \
