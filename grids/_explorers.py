@@ -1,12 +1,31 @@
-"""Explorers: how `dora grid` shows each family's XPs as a table."""
+"""Explorers: how `dora grid` shows each family's XPs as a table.
+
+Every grid also takes overrides for all of its XPs from ``$AUDIOGEN_LAB_GRID_OVERRIDES`` (shell words,
+e.g. ``"optim.epochs=2 optim.updates_per_epoch=5"`` to smoke-test a grid on a new cluster, or ``dset=audio/mine``
+to point it at another dataset). They enter each XP's arguments, so its signature, ahead of the grid's
+own: a key the grid sets for an XP keeps the grid's value there.
+"""
 from __future__ import annotations
 
+import os
+import shlex
 import typing as tp
 
 import treetable as tt
 from dora import Explorer
+from dora.explore import Launcher
 
 _FORMAT = ".4f"
+GRID_OVERRIDES_ENV = "AUDIOGEN_LAB_GRID_OVERRIDES"
+
+
+def grid_overrides() -> tp.List[str]:
+    """The overrides ``$AUDIOGEN_LAB_GRID_OVERRIDES`` adds to every XP of a grid (split like a shell)."""
+    try:
+        return shlex.split(os.environ.get(GRID_OVERRIDES_ENV, ""))
+    except ValueError as error:
+        raise ValueError(f"${GRID_OVERRIDES_ENV} is not valid shell words ({error}): "
+                         f"{os.environ[GRID_OVERRIDES_ENV]!r}") from None
 
 
 class BaseExplorer(Explorer):
@@ -15,6 +34,10 @@ class BaseExplorer(Explorer):
     train_metrics: tp.Sequence[str] = ()
     valid_metrics: tp.Sequence[str] = ()
     evaluate_metrics: tp.Sequence[str] = ()
+
+    def __call__(self, launcher: Launcher) -> None:
+        extra = grid_overrides()
+        self.explore(launcher.bind(extra) if extra else launcher)
 
     def get_grid_meta(self) -> tp.List[tt.Node]:
         return super().get_grid_meta() + [tt.leaf("label")]

@@ -118,7 +118,7 @@ AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=127.0.0.1
 AccountingStoragePort=$((PORT + 2))
 AccountingStoragePass=$DIR/run/munge/munge.socket
-$( [ "$gpus" -gt 0 ] && echo "GresTypes=gpu" )
+$( [ "$gpus" -gt 0 ] && printf 'GresTypes=gpu\nAccountingStorageTRES=gres/gpu' )
 NodeName=$node NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem$gres State=UNKNOWN
 PartitionName=local Nodes=$node Default=YES MaxTime=INFINITE State=UP
 EOF

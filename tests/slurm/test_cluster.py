@@ -1,9 +1,4 @@
-"""scripts/slurm_local.sh: a single-node SLURM cluster (munge, MariaDB, slurmdbd, slurmctld, slurmd) on loopback.
-
-The cluster tests are skipped, with the script's reason, where SLURM cannot run (not root, packages missing
-and not installable); once the cluster reports up, any failure is a real one. The cluster has its own folder
-and ports, so that a cluster started by hand with the defaults is left alone, and is stopped at the end.
-"""
+"""scripts/slurm_local.sh: a single-node SLURM cluster (munge, MariaDB, slurmdbd, slurmctld, slurmd) on loopback."""
 from __future__ import annotations
 
 import ast
@@ -17,29 +12,9 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-REPO = Path(__file__).resolve().parent.parent
-SCRIPT = REPO / "scripts" / "slurm_local.sh"
-CLUSTER_DIR = Path(os.environ.get("AUDIOGEN_LAB_TEST_SLURM_DIR", "/tmp/audiogen_lab_slurm_tests"))
+from .cluster import CLUSTER_DIR, GPUS, PORT, REPO, env, script, slurm, wait_until_ended
+
 DAEMONS = ["munged", "mariadbd", "slurmdbd", "slurmctld", "slurmd"]
-PORT = 6837  # slurmctld; slurmd, slurmdbd and MariaDB take the next three
-CANNOT_RUN_HERE = 2  # the script's exit status when SLURM cannot be installed or run on this machine
-
-
-def _env() -> tp.Dict[str, str]:
-    return {**os.environ, "SLURM_LOCAL_DIR": str(CLUSTER_DIR), "SLURM_LOCAL_PORT": str(PORT),
-            "SLURM_CONF": str(CLUSTER_DIR / "etc" / "slurm.conf")}
-
-
-def _script(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(SCRIPT), *args], env=_env(), capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def _slurm(*args: str, timeout: float = 30) -> str:
-    """Run a SLURM client command against the test cluster and return its stdout."""
-    proc = subprocess.run(list(args), env=_env(), capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, f"{' '.join(args)} failed: {proc.stderr.strip()}"
-    return proc.stdout
 
 
 def _pid_files() -> tp.Dict[str, Path]:
@@ -53,19 +28,6 @@ def _alive(pid: int, name: str) -> bool:
         return Path(f"/proc/{pid}/comm").read_text().strip() == name
     except OSError:
         return False
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    try:
-        proc = _script("start")
-        if proc.returncode == CANNOT_RUN_HERE:
-            lines = proc.stderr.strip().splitlines()
-            pytest.skip(lines[-1] if lines else "scripts/slurm_local.sh cannot start SLURM here")
-        assert proc.returncode == 0, f"slurm_local.sh start failed:\n{proc.stdout}{proc.stderr}"
-        yield CLUSTER_DIR
-    finally:
-        _script("stop", timeout=120)
 
 
 def test_local_slurm_team_fits_the_base_config():
@@ -92,9 +54,9 @@ def test_local_slurm_team_sets_the_launch_defaults():
 
 @pytest.mark.slow
 def test_node_is_idle(cluster):
-    states = _slurm("sinfo", "-h", "-N", "-o", "%N %T %P").split()
-    assert states[1:] == ["idle", "local*"], f"sinfo: {states}"
-    status = _script("status")
+    states = slurm("sinfo", "-h", "-N", "-o", "%N %T %P %G").split()
+    assert states[1:] == ["idle", "local*", f"gpu:{GPUS}"], f"sinfo: {states}"
+    status = script("status")
     assert status.returncode == 0, status.stdout + status.stderr
     for name in DAEMONS:
         assert f"{name}: running" in status.stdout
@@ -103,25 +65,18 @@ def test_node_is_idle(cluster):
 @pytest.mark.slow
 def test_job_completes_and_is_accounted(cluster, tmp_path):
     out = tmp_path / "job.out"
-    job = _slurm("sbatch", "--parsable", f"--output={out}", f"--chdir={tmp_path}",
+    job = slurm("sbatch", "--parsable", f"--output={out}", f"--chdir={tmp_path}",
                  "--wrap", "echo hello from $SLURM_JOB_ID").strip().split(";")[0]
-    deadline = time.monotonic() + 60
-    state = ""
-    while time.monotonic() < deadline:
-        rows = _slurm("sacct", "-n", "-P", "-X", "-j", job, "-o", "State").split()
-        state = rows[0] if rows else ""
-        if state in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"):
-            break
-        time.sleep(0.5)
+    state = wait_until_ended(job, timeout=60)[job]
     assert state == "COMPLETED", f"job {job} ended as {state!r}"
     assert out.read_text().strip() == f"hello from {job}"
-    exit_code = _slurm("sacct", "-n", "-P", "-X", "-j", job, "-o", "ExitCode").strip()
+    exit_code = slurm("sacct", "-n", "-P", "-X", "-j", job, "-o", "ExitCode").strip()
     assert exit_code == "0:0"
 
 
 @pytest.mark.slow
 def test_communication_is_loopback_only(cluster):
-    config = _slurm("scontrol", "show", "config")
+    config = slurm("scontrol", "show", "config")
     params = [line.split("=", 1)[1].strip() for line in config.splitlines()
               if line.startswith("CommunicationParameters")]
     assert params and set(params[0].split(",")) >= {"NoInAddrAny", "NoCtldInAddrAny"}, params
@@ -156,18 +111,18 @@ def test_stop_ends_every_daemon_and_job(cluster, tmp_path):
     pids = {name: int(path.read_text().strip()) for name, path in _pid_files().items() if path.exists()}
     assert set(pids) == set(DAEMONS), f"pid files missing for {set(DAEMONS) - set(pids)}"
     assert all(_alive(pid, name) for name, pid in pids.items())
-    _slurm("sbatch", f"--output={tmp_path / 'sleep.out'}", f"--chdir={tmp_path}", "--wrap", "sleep 300")
+    slurm("sbatch", f"--output={tmp_path / 'sleep.out'}", f"--chdir={tmp_path}", "--wrap", "sleep 300")
     job_pids: tp.List[int] = []
     deadline = time.monotonic() + 30
     while not job_pids and time.monotonic() < deadline:
-        listing = subprocess.run(["scontrol", "listpids"], env=_env(), capture_output=True, text=True, timeout=30)
+        listing = subprocess.run(["scontrol", "listpids"], env=env(), capture_output=True, text=True, timeout=30)
         job_pids = [int(line.split()[0]) for line in listing.stdout.splitlines()[1:]  # rc 1 while no step runs
                     if line.split() and line.split()[0].isdigit()]
         time.sleep(0.3)
     assert job_pids, "the sleep job never started"
-    proc = _script("stop", timeout=120)
+    proc = script("stop", timeout=120)
     assert proc.returncode == 0, proc.stderr
     alive = [name for name, pid in pids.items() if _alive(pid, name)]
     assert not alive, f"still running after stop: {alive}"
     assert not [pid for pid in job_pids if os.path.exists(f"/proc/{pid}")], "job processes outlived stop"
-    assert _script("status").returncode == 3
+    assert script("status").returncode == 3
