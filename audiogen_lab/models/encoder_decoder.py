@@ -130,6 +130,11 @@ class EncoderDecoder:
         self.max_batch_size, self.steps, self.seed = max_batch_size, steps, seed
         self._decode_args = set(inspect.signature(self.model.decode).parameters)
 
+    def __repr__(self) -> str:
+        return (f"EncoderDecoder({self.source!r}: {self.channels} x {self.sample_rate} Hz <-> {self.latent_dim} x "
+                f"{self.frame_rate:g} frames/s on {self.device}, windows of {self.max_chunk_seconds} s "
+                f"overlapping {self.overlap_seconds} s)")
+
     # -- properties -----------------------------------------------------------------------------------
     @property
     def sample_rate(self) -> int:
@@ -258,6 +263,9 @@ class EncoderDecoder:
         Returns:
             audio [C, T' * hop_length] or [B, C, T' * hop_length]. Windows longer than `max_chunk_seconds`
             are decoded in overlapping windows joined by a cross-fade over their overlap.
+
+        Each model call (at most `max_batch_size` windows) draws its noise from a seed derived from `seed` and
+        the call's index: the same latents, seed and settings give the same audio, bit for bit.
         """
         z = _as_tensor(latents, 'latents')
         if z.dim() not in (2, 3) or z.shape[-1] == 0:

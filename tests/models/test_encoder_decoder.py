@@ -64,6 +64,7 @@ class FrameModel(CompressionModel):
 def test_numpy_and_tensor_in_same_container_out(cae):
     codec = EncoderDecoder(cae, device='cpu')
     assert (codec.sample_rate, codec.hop_length, codec.frame_rate, codec.latent_dim) == (16000, 256, 62.5, 8)
+    assert '1 x 16000 Hz <-> 8 x 62.5 frames/s' in repr(codec)
     wav = np.random.default_rng(0).standard_normal(1000).astype(np.float32) * 0.1
     for wave, shape in [(wav, (8, 4)), (wav[None], (8, 4)), (np.stack([wav[None]] * 3), (3, 8, 4))]:
         latents = codec.encode(wave)
