@@ -65,3 +65,11 @@ class CompressionExplorer(BaseExplorer):
     train_metrics = ("msspec", "sisnr", "mmd", "g_loss")
     valid_metrics = ("si_snr", "mel_dist", "bandwidth", "nmi", "nmi_corrected", "mmd")
     evaluate_metrics = ("si_snr", "mel_dist", "bandwidth", "nmi_corrected")
+
+
+class ConsistencyAEExplorer(BaseExplorer):
+    """Consistency autoencoder XPs: the consistency loss and one-step reconstruction quality."""
+
+    train_metrics = ("loss", "distance", "delta")
+    valid_metrics = ("loss", "si_snr", "mel_dist")
+    evaluate_metrics = ("si_snr", "mel_dist", "fad")

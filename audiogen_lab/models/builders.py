@@ -12,6 +12,12 @@ and for SoundStream (``config/model/soundstream/*.yaml``)::
     compression_model: soundstream
     soundstream: {quantizer: rvq, causal: true}
     soundstream_net: {...SoundStreamEncoder/Decoder kwargs..., encoder: {...}, decoder: {...}}
+
+and for the consistency autoencoder (``config/model/consistency_ae/*.yaml``)::
+
+    compression_model: consistency_ae
+    consistency_ae: {n_fft, hop_length, alpha, beta, sigma_data, sigma_min, sigma_max, rho, decode_steps}
+    consistency_net: {...ConsistencyEncoder/Decoder kwargs..., encoder: {...}, decoder: {...}}
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ import typing as tp
 import omegaconf
 from torch import nn
 
+from ..modules.consistency_net import ConsistencyDecoder, ConsistencyEncoder
 from ..modules.seanet import SEANetDecoder, SEANetEncoder
 from ..modules.soundstream import SoundStreamDecoder, SoundStreamEncoder
 from ..quantization.base import BaseQuantizer, DummyQuantizer
@@ -28,6 +35,7 @@ from ..quantization.rfsq import ResidualFiniteScalarQuantizer
 from ..quantization.rlfq import ResidualLookupFreeQuantizer
 from ..quantization.rvq import ResidualVectorQuantizer
 from .compression import CompressionModel
+from .consistency_ae import ConsistencyAE
 from .encodec import EncodecModel
 from .soundstream import SoundStreamModel
 
@@ -44,6 +52,7 @@ QUANTIZERS: tp.Dict[str, tp.Type[BaseQuantizer]] = {
 COMPRESSION_MODELS: tp.Dict[str, tp.Type[CompressionModel]] = {
     'encodec': EncodecModel,
     'soundstream': SoundStreamModel,
+    'consistency_ae': ConsistencyAE,
 }
 
 
@@ -137,6 +146,15 @@ def _build_soundstream(cfg: omegaconf.DictConfig) -> SoundStreamModel:
                         'soundstream')
 
 
+def _build_consistency_ae(cfg: omegaconf.DictConfig) -> ConsistencyAE:
+    encoder_kwargs, decoder_kwargs = _split_sides(_kwargs(cfg, 'consistency_net'))
+    encoder = _instantiate(ConsistencyEncoder, encoder_kwargs, 'consistency_net.encoder')
+    decoder = _instantiate(ConsistencyDecoder, decoder_kwargs, 'consistency_net.decoder')
+    return _instantiate(ConsistencyAE, dict(encoder=encoder, decoder=decoder, sample_rate=int(cfg.sample_rate),
+                                            channels=int(cfg.channels), **_kwargs(cfg, 'consistency_ae')),
+                        'consistency_ae')
+
+
 def get_compression_model(cfg: omegaconf.DictConfig) -> CompressionModel:
     """The compression model named by ``cfg.compression_model``, built from its config sections and the
     top-level ``sample_rate`` and ``channels``."""
@@ -148,4 +166,6 @@ def get_compression_model(cfg: omegaconf.DictConfig) -> CompressionModel:
         return _build_soundstream(cfg)
     if klass is EncodecModel:
         return _build_encodec(cfg)
+    if klass is ConsistencyAE:
+        return _build_consistency_ae(cfg)
     raise NotImplementedError(f"no builder for compression_model={cfg.compression_model!r}")

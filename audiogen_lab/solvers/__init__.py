@@ -8,6 +8,7 @@ import typing as tp
 
 SOLVERS: tp.Dict[str, str] = {
     "compression": "audiogen_lab.solvers.compression:CompressionSolver",
+    "consistency_ae": "audiogen_lab.solvers.consistency_ae:ConsistencyAESolver",
 }
 
 

@@ -87,7 +87,8 @@ class StandardSolver(ABC, flashy.BaseSolver):
     """Base solver: epochs of train → valid → best state → evaluate/generate, with checkpoints.
 
     Subclasses declare which validation metric selects the best state with
-    :attr:`best_metric_name` and whether lower or higher is better with :attr:`best_metric_direction`.
+    :attr:`best_metric_name` and whether lower or higher is better with :attr:`best_metric_direction`;
+    ``best_metric.name`` / ``best_metric.direction`` in the config override them.
     """
 
     #: name of the validation metric that selects the best state (None: keep the last weights)
@@ -123,6 +124,11 @@ class StandardSolver(ABC, flashy.BaseSolver):
         self._current_batch: tp.Any = None
         self.ema: tp.Optional[ModuleDictEMA] = None
         self._ema_sources = nn.ModuleDict()
+        chosen = cfg.get("best_metric") or {}
+        if chosen.get("name"):
+            self.best_metric_name = str(chosen.name)
+        if chosen.get("direction"):
+            self.best_metric_direction = str(chosen.direction)
         self.best_state = BestStateDictManager(direction=self.best_metric_direction)
         self.register_stateful("best_state")
         self.stateful.register("models", _Described(self._describe_models), write_only=True)

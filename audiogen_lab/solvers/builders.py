@@ -23,7 +23,7 @@ def get_solver(cfg: DictConfig) -> tp.Any:
 
 def get_optimizer(params: tp.Union[nn.Module, tp.Iterable[torch.Tensor]], optim_cfg: DictConfig
                   ) -> torch.optim.Optimizer:
-    """Adam / AdamW / SGD from ``optim.optimizer``, ``optim.lr`` and ``optim.<optimizer>`` options."""
+    """Adam / AdamW / RAdam / SGD from ``optim.optimizer``, ``optim.lr`` and ``optim.<optimizer>`` options."""
     if isinstance(params, nn.Module):
         params = params.parameters()
     name = optim_cfg.optimizer
@@ -32,9 +32,11 @@ def get_optimizer(params: tp.Union[nn.Module, tp.Iterable[torch.Tensor]], optim_
         return torch.optim.Adam(params, lr=optim_cfg.lr, **options)
     if name == "adamw":
         return torch.optim.AdamW(params, lr=optim_cfg.lr, **options)
+    if name == "radam":
+        return torch.optim.RAdam(params, lr=optim_cfg.lr, **options)
     if name == "sgd":
         return torch.optim.SGD(params, lr=optim_cfg.lr, **options)
-    raise KeyError(f"optim.optimizer={name!r} is unknown; choose adam, adamw or sgd.")
+    raise KeyError(f"optim.optimizer={name!r} is unknown; choose adam, adamw, radam or sgd.")
 
 
 def get_adversary_optim_config(cfg: DictConfig) -> DictConfig:

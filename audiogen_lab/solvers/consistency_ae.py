@@ -1,0 +1,113 @@
+"""Training recipe for the consistency autoencoder (:class:`~audiogen_lab.models.consistency_ae.ConsistencyAE`).
+
+Improved consistency training with a continuous noise index: the encoder and decoder are trained end to end
+by the consistency loss alone (student at index ``u + delta``, stop-gradient teacher at ``u``, the same
+online network and noise), ``delta`` shrinking exponentially over training (``consistency.delta_start`` ->
+``consistency.delta_end``). EMA weights are used for validation, evaluation and export only. Validation,
+evaluation and samples use one-step decoding; evaluation adds the Fréchet Audio Distance.
+"""
+from __future__ import annotations
+
+import typing as tp
+
+import flashy.distrib
+import torch
+
+from ..data.builders import loader_length
+from ..metrics.audio import MelDistance
+from ..metrics.embedders import get_embedder
+from ..metrics.fad import FrechetAudioDistance
+from ..modules.consistency import discretization_step
+from ..utils.utils import dict_from_config
+from . import builders
+from .compression import CompressionSolver
+
+
+class ConsistencyAESolver(CompressionSolver):
+    """Trains a continuous-latent :class:`ConsistencyAE` by consistency training (no adversary, no balancer).
+
+    Train metrics: ``loss`` (weighted pseudo-Huber), ``distance`` (unweighted), ``sigma`` (mean student
+    level) and ``delta``; valid adds one-step reconstruction ``mel_dist`` / ``si_snr``, which select the
+    best state (``best_metric`` in the config); evaluate adds ``fad``.
+    """
+
+    best_metric_name = "mel_dist"
+    best_metric_direction = "lower"
+
+    def build_model(self) -> None:
+        cfg = self.cfg
+        self.register_model("model", self.build_model_from_config(cfg, "model").to(self.device))
+        optimizer = builders.get_optimizer(self.model, cfg.optim)
+        self.register_optimizer_group(
+            "generator", ["model"], optimizer,
+            builders.get_lr_scheduler_from_config(optimizer, cfg.schedule, self.total_updates),
+            max_norm=cfg.optim.max_norm)
+        self.adv_losses = torch.nn.ModuleDict()  # the compression stages look for adversaries
+        self.mel_distance = MelDistance(**dict_from_config(cfg.metrics.mel)).to(self.device)
+
+    def delta(self) -> float:
+        """The discretization step at the current update (exponential from delta_start to delta_end)."""
+        c = self.cfg.consistency
+        return discretization_step(self._train_step / max(1, self.total_updates - 1), c.delta_start, c.delta_end)
+
+    def _loss_options(self) -> tp.Dict[str, tp.Any]:
+        c = self.cfg.consistency
+        return {"p_mean": c.p_mean, "p_std": c.p_std, "huber_c": c.get("huber_c")}
+
+    def run_step(self, idx: int, batch: tp.Any, metrics: dict) -> dict:
+        x, mask = self._batch_audio(batch)
+        delta = self.delta()
+        with torch.set_grad_enabled(self.is_training), self.autocast:
+            loss, info = self.model.consistency_loss(x, delta, **self._loss_options())
+        loss = loss.float()
+        metrics.update({"loss": loss, "delta": delta, **info})
+        if not self.is_training:
+            with self.autocast:
+                y_pred = self.model(x).x.float()
+            metrics.update(self._reconstruction_metrics(y_pred, x, mask))
+            return _as_floats(metrics)
+        if not self.check_finite({"loss": loss}, batch):
+            return _as_floats(metrics)
+        generator = self.optim_groups["generator"]
+        generator.backward(loss)
+        metrics.update(generator.step() or {})
+        self.end_update()
+        return _as_floats(metrics)
+
+    def evaluate(self) -> dict:
+        """One-step reconstruction metrics (SI-SNR, mel distance) and the FAD between references and
+        reconstructions, with the embedder of ``fad.embedder`` (``logmel`` needs no weights)."""
+        fad_cfg = self.cfg.get("fad") or {}
+        fad = None
+        if fad_cfg.get("embedder"):
+            embedder = get_embedder(fad_cfg.embedder, fad_cfg.get("checkpoint"),
+                                    **dict_from_config(fad_cfg.get(fad_cfg.embedder))).to(self.device)
+            fad = FrechetAudioDistance(embedder)
+        loader = self.dataloaders["evaluate"]
+        self._set_epoch("evaluate")
+        average = flashy.averager()
+        metrics: dict = {}
+        count = 0
+        for batch in self.log_progress("evaluate", loader, total=loader_length(loader) or 0,
+                                       updates=self.cfg.logging.log_updates):
+            x, mask = self._batch_audio(batch)
+            with self.autocast:
+                y_pred = self.model(x).x.float()
+            metrics = average(self._reconstruction_metrics(y_pred, x, mask))
+            if fad is not None:
+                for i, length in enumerate(_lengths(x, mask)):
+                    fad.update_real(x[i:i + 1, :, :length], self.model.sample_rate)
+                    fad.update_fake(y_pred[i:i + 1, :, :length], self.model.sample_rate)
+            count += 1
+        metrics = self._average(metrics, count)
+        if fad is not None:
+            metrics["fad"] = fad.compute()
+        return metrics
+
+
+def _lengths(x: torch.Tensor, mask: tp.Optional[torch.Tensor]) -> tp.List[int]:
+    return mask.sum(dim=-1).tolist() if mask is not None else [x.shape[-1]] * x.shape[0]
+
+
+def _as_floats(metrics: dict) -> dict:
+    return {key: float(value.detach()) if isinstance(value, torch.Tensor) else value for key, value in metrics.items()}
