@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -28,6 +30,25 @@ def experiments_folder(folder):
         if old_env is not None:
             os.environ["AUDIOGEN_LAB_DORA_DIR"] = old_env
         AudioGenEnvironment.reset()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for a module of tiny models: fastest for them, and no fight for the cores with
+    other processes (use with ``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def load_script(name: str):
+    """The command ``scripts/<name>.py`` imported as a module (scripts/ is not a package)."""
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"scripts_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture

@@ -1,4 +1,3 @@
-import importlib.util
 import math
 from pathlib import Path
 
@@ -13,27 +12,16 @@ from audiogen_lab.models.builders import get_compression_model
 from audiogen_lab.utils import checkpoint
 from audiogen_lab.utils.export import export_checkpoint
 
+from .conftest import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 CLIPS = {'piano.wav': (16000, 1, 0.4), 'speech.wav': (16000, 2, 0.25), 'strings.wav': (22050, 1, 0.3)}
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location('latents_script', ROOT / 'scripts' / 'latents.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+latents_script = load_script('latents')
 
 
-latents_script = _load_script()
-
-
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and do not fight other processes for the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope='module')

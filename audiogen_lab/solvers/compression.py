@@ -55,12 +55,7 @@ class CompressionSolver(StandardSolver):
 
     def build_model(self) -> None:
         cfg = self.cfg
-        self.register_model("model", self.build_model_from_config(cfg, "model").to(self.device))
-        optimizer = builders.get_optimizer(self.model, cfg.optim)
-        self.register_optimizer_group(
-            "generator", ["model"], optimizer,
-            builders.get_lr_scheduler_from_config(optimizer, cfg.schedule, self.total_updates),
-            max_norm=cfg.optim.max_norm)
+        self.build_generator()
 
         self.adv_losses: nn.ModuleDict = builders.get_adversarial_losses(cfg).to(self.device)
         if len(self.adv_losses) > 0:
@@ -92,6 +87,17 @@ class CompressionSolver(StandardSolver):
         self.register_adaptive_state("balancer")
         self.mmd_loss = builders.get_mmd_loss(cfg).to(self.device)
         self.mel_distance = MelDistance(**dict_from_config(cfg.metrics.mel)).to(self.device)
+
+    def build_generator(self) -> None:
+        """Register the compression model ``model`` and its optimizer group ``generator`` (optimizer, LR
+        schedule over the whole run, clipping from ``optim``)."""
+        cfg = self.cfg
+        self.register_model("model", self.build_model_from_config(cfg, "model").to(self.device))
+        optimizer = builders.get_optimizer(self.model, cfg.optim)
+        self.register_optimizer_group(
+            "generator", ["model"], optimizer,
+            builders.get_lr_scheduler_from_config(optimizer, cfg.schedule, self.total_updates),
+            max_norm=cfg.optim.max_norm)
 
     # ------------------------------------------------------------------ steps
     def _batch_audio(self, batch: tp.Any) -> tp.Tuple[torch.Tensor, tp.Optional[torch.Tensor]]:
@@ -240,11 +246,16 @@ class CompressionSolver(StandardSolver):
                 y_pred = qres.x.float()
                 if qres.codes is not None:
                     self._update_stats_unpadded(qres.codes, mask)
+                self.evaluate_batch_hook(x, y_pred, mask)
                 metrics = average({**self._reconstruction_metrics(y_pred, x, mask),
                                    "bandwidth": float(qres.bandwidth.mean())})
                 count += 1
             return self._average(metrics, count)
         return self._with_codebook_stats(_run)
+
+    def evaluate_batch_hook(self, x: torch.Tensor, y_pred: torch.Tensor, mask: tp.Optional[torch.Tensor]) -> None:
+        """Called by :meth:`evaluate` with each batch of references `x` and reconstructions `y_pred` [B, C, T]
+        (mask [B, T] when padded): where subclasses gather extra evaluation statistics. Nothing here."""
 
     def _update_stats_unpadded(self, codes: torch.Tensor, mask: tp.Optional[torch.Tensor]) -> None:
         """Codebook statistics of codes [B, K, T'] over the frames of real audio only."""

@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import typing as tp
 
-import flashy.distrib
 import torch
 
-from ..data.builders import loader_length
 from ..metrics.audio import MelDistance
 from ..metrics.embedders import get_embedder
 from ..metrics.fad import FrechetAudioDistance
 from ..modules.consistency import discretization_step
 from ..utils.utils import dict_from_config
-from . import builders
 from .compression import CompressionSolver
 
 
@@ -35,15 +32,9 @@ class ConsistencyAESolver(CompressionSolver):
     best_metric_direction = "lower"
 
     def build_model(self) -> None:
-        cfg = self.cfg
-        self.register_model("model", self.build_model_from_config(cfg, "model").to(self.device))
-        optimizer = builders.get_optimizer(self.model, cfg.optim)
-        self.register_optimizer_group(
-            "generator", ["model"], optimizer,
-            builders.get_lr_scheduler_from_config(optimizer, cfg.schedule, self.total_updates),
-            max_norm=cfg.optim.max_norm)
+        self.build_generator()
         self.adv_losses = torch.nn.ModuleDict()  # the compression stages look for adversaries
-        self.mel_distance = MelDistance(**dict_from_config(cfg.metrics.mel)).to(self.device)
+        self.mel_distance = MelDistance(**dict_from_config(self.cfg.metrics.mel)).to(self.device)
 
     def delta(self) -> float:
         """The discretization step at the current update (exponential from delta_start to delta_end)."""
@@ -75,34 +66,26 @@ class ConsistencyAESolver(CompressionSolver):
         return _as_floats(metrics)
 
     def evaluate(self) -> dict:
-        """One-step reconstruction metrics (SI-SNR, mel distance) and the FAD between references and
-        reconstructions, with the embedder of ``fad.embedder`` (``logmel`` needs no weights)."""
+        """The compression evaluation (one-step SI-SNR, mel distance) plus the FAD between references and
+        reconstructions, with the embedder of ``fad.embedder`` (``logmel`` needs no weights; null: no FAD)."""
         fad_cfg = self.cfg.get("fad") or {}
-        fad = None
+        self._fad = None
         if fad_cfg.get("embedder"):
             embedder = get_embedder(fad_cfg.embedder, fad_cfg.get("checkpoint"),
-                                    **dict_from_config(fad_cfg.get(fad_cfg.embedder))).to(self.device)
-            fad = FrechetAudioDistance(embedder)
-        loader = self.dataloaders["evaluate"]
-        self._set_epoch("evaluate")
-        average = flashy.averager()
-        metrics: dict = {}
-        count = 0
-        for batch in self.log_progress("evaluate", loader, total=loader_length(loader) or 0,
-                                       updates=self.cfg.logging.log_updates):
-            x, mask = self._batch_audio(batch)
-            with self.autocast:
-                y_pred = self.model(x).x.float()
-            metrics = average(self._reconstruction_metrics(y_pred, x, mask))
-            if fad is not None:
-                for i, length in enumerate(_lengths(x, mask)):
-                    fad.update_real(x[i:i + 1, :, :length], self.model.sample_rate)
-                    fad.update_fake(y_pred[i:i + 1, :, :length], self.model.sample_rate)
-            count += 1
-        metrics = self._average(metrics, count)
-        if fad is not None:
-            metrics["fad"] = fad.compute()
+                                    **dict_from_config(fad_cfg.get(fad_cfg.embedder)))
+            self._fad = FrechetAudioDistance(embedder.to(self.device))
+        metrics = super().evaluate()
+        if self._fad is not None:
+            metrics["fad"] = self._fad.compute()
+            self._fad = None
         return metrics
+
+    def evaluate_batch_hook(self, x: torch.Tensor, y_pred: torch.Tensor, mask: tp.Optional[torch.Tensor]) -> None:
+        if self._fad is None:
+            return
+        for i, length in enumerate(_lengths(x, mask)):  # each clip on its own samples, padding excluded
+            self._fad.update_real(x[i:i + 1, :, :length], self.model.sample_rate)
+            self._fad.update_fake(y_pred[i:i + 1, :, :length], self.model.sample_rate)
 
 
 def _lengths(x: torch.Tensor, mask: tp.Optional[torch.Tensor]) -> tp.List[int]:

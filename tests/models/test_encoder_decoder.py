@@ -19,13 +19,7 @@ def _cfg():
     return OmegaConf.merge(OmegaConf.load(CONFIG), {'solver': 'compression', 'sample_rate': 16000, 'channels': 1})
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and do not fight other processes for the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope='module')

@@ -8,13 +8,7 @@ from audiogen_lab.modules.consistency_net import (PRESETS, ConsistencyDecoder, C
 from audiogen_lab.modules.unet2d import FrequencyAttention, FrequencyScaling, Upsample2d
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The debug networks are tiny: one thread avoids contention on shared machines."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # the debug networks are tiny
 
 
 def _debug(seed: int = 0):

@@ -62,29 +62,38 @@ def example_data(tmp_path_factory):
 @pytest.fixture(scope="module", params=PRESETS)
 def trained(request, example_data, tmp_path_factory):
     """A debug preset trained on the small example dataset, and the training wall time in seconds."""
-    preset = request.param
     with experiments_folder(tmp_path_factory.mktemp("dora")):
-        args = [f"solver={preset}", "dataset.num_workers=0"] + dataset_overrides(example_data)
-        xp = main.init_xp(main.get_xp(args))
-        begin = time.time()
-        with xp.enter():
-            get_solver(xp.cfg).run()
-        seconds = time.time() - begin
-        print(f"{preset} trained in {seconds:.0f} s")
-        yield xp, seconds
+        yield _train(request.param, example_data)
 
 
-@pytest.fixture(scope="module")
-def scores(trained, example_data):
-    """Mean SI-SNR (dB) and mel distance on the evaluate clips, per kind, before and after training."""
-    xp, _ = trained
+def _train(preset: str, example_data):
+    """(xp, training seconds) of `preset` trained on the example data, in the current experiments folder."""
+    xp = main.init_xp(main.get_xp([f"solver={preset}", "dataset.num_workers=0"] + dataset_overrides(example_data)))
+    begin = time.time()
+    with xp.enter():
+        get_solver(xp.cfg).run()
+    seconds = time.time() - begin
+    print(f"{preset} trained in {seconds:.0f} s")
+    return xp, seconds
+
+
+def _mean_scores(xp, example_data) -> dict:
+    """Mean SI-SNR (dB) and mel distance of the evaluate clips per kind, untrained (same config and seed) and
+    trained (the XP's best weights)."""
     seed_everything(xp.cfg.seed)
     models = {"untrained": model_builders.get_compression_model(xp.cfg).eval(),
               "trained": CompressionSolver.model_from_checkpoint(f"//sig/{xp.sig}")}
     table = score_reconstructions(models, example_data / "evaluate", dict_from_config(xp.cfg.metrics.mel))
     means = {kind: {key: round(sum(v) / len(v), 3) for key, v in row.items()} for kind, row in table.items()}
-    print(f"evaluate clips {({kind: len(row['trained_mel']) for kind, row in table.items()})}: {means}")
+    print(f"{xp.cfg.solver} on the evaluate clips {({kind: len(row['trained_mel']) for kind, row in table.items()})}:"
+          f" {means}")
     return means
+
+
+@pytest.fixture(scope="module")
+def scores(trained, example_data):
+    """Mean SI-SNR (dB) and mel distance on the evaluate clips, per kind, before and after training."""
+    return _mean_scores(trained[0], example_data)
 
 
 @pytest.mark.parametrize("kind", ["music", "speech"])
@@ -117,19 +126,8 @@ def consistency_scores(example_data, tmp_path_factory):
     """compression/consistency_ae_debug trained as the preset says; one-step mel distances of the evaluate
     clips per kind, before and after training."""
     with experiments_folder(tmp_path_factory.mktemp("dora")):
-        args = ["solver=compression/consistency_ae_debug"] + dataset_overrides(example_data)
-        xp = main.init_xp(main.get_xp(args))
-        begin = time.time()
-        with xp.enter():
-            get_solver(xp.cfg).run()
-        print(f"compression/consistency_ae_debug trained in {time.time() - begin:.0f} s")
-        seed_everything(xp.cfg.seed)
-        models = {"untrained": model_builders.get_compression_model(xp.cfg).eval(),
-                  "trained": CompressionSolver.model_from_checkpoint(f"//sig/{xp.sig}")}
-        table = score_reconstructions(models, example_data / "evaluate", dict_from_config(xp.cfg.metrics.mel))
-    means = {kind: {key: round(sum(v) / len(v), 3) for key, v in row.items()} for kind, row in table.items()}
-    print(f"consistency AE on the evaluate clips: {means}")
-    return means
+        xp, _ = _train("compression/consistency_ae_debug", example_data)
+        return _mean_scores(xp, example_data)
 
 
 @pytest.mark.parametrize("kind", ["music", "speech"])
