@@ -5,7 +5,10 @@ Prints, for N seconds of 44.1 kHz mono audio at the reference scale (about 58 M 
 - the encode and one-step decode real-time factors, RTF = seconds spent / seconds of audio (median of
   `--repeats` runs after one warm-up run);
 - the training step time at batch `--train-batch` of `--train-seconds` segments: the consistency loss
-  (encoder, latent pyramid, student and no-grad teacher passes of the decoder), backward and a RAdam step;
+  (encoder, latent pyramid, student and no-grad teacher passes of the decoder), backward and a RAdam step,
+  in micro-batches of `--train-micro-batch` items with gradient accumulation (a whole batch of 4 at the
+  reference scale needs more than 23 GB; one item about 6 GB), `--train-repeats` timed steps after the
+  warm-up;
 - the parameter counts.
 
     python scripts/bench_consistency_ae.py [--seconds 10] [--threads 2] [--repeats 3]
@@ -145,32 +148,41 @@ def factory(sample_rate: int = 44100, preset: str = 'default', config: tp.Any = 
 
 
 class TrainStep:
-    """One training step: `loss_fn()`, backward, RAdam step, on its own copy of the network."""
+    """One training step on `batch` (a tensor [B, ...]) with its own copy of the network: `loss_fn(x)` on
+    micro-batches of `micro_batch` items (0: all at once) with gradient accumulation, then a RAdam step.
+    The sum of the micro-batch losses, each weighted by its share of the batch, is the batch loss: the
+    same computation in smaller pieces, so that the activations fit in memory."""
 
-    def __init__(self, module: torch.nn.Module, loss_fn: tp.Callable[[], torch.Tensor], lr: float = LR):
-        self.module, self.loss_fn = module, loss_fn
+    def __init__(self, module: torch.nn.Module, loss_fn: tp.Callable[[torch.Tensor], torch.Tensor],
+                 batch: torch.Tensor, micro_batch: int = 0, lr: float = LR):
+        self.module, self.loss_fn, self.batch = module, loss_fn, batch
+        self.micro_batch = micro_batch if micro_batch > 0 else batch.shape[0]
         self.optimizer = torch.optim.RAdam(module.parameters(), lr=lr)
         self.last_loss = float('nan')
 
     def __call__(self) -> None:
         self.module.train()
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.loss_fn()
-        loss.backward()
+        total = 0.0
+        for chunk in self.batch.split(self.micro_batch):
+            loss = self.loss_fn(chunk) * (chunk.shape[0] / self.batch.shape[0])
+            loss.backward()
+            total += float(loss.detach())
         self.optimizer.step()
-        self.last_loss = float(loss.detach())
+        self.last_loss = total
 
 
-def our_train_step(model: ConsistencyAE, batch: int, samples: int, seed: int = 0) -> TrainStep:
+def our_train_step(model: ConsistencyAE, batch: int, samples: int, micro_batch: int = 0,
+                   seed: int = 0) -> TrainStep:
     net = copy.deepcopy(model).train()
     x = test_signal(samples, net.sample_rate, batch=batch, seed=seed).unsqueeze(1).repeat(1, net.channels, 1)
     generator = torch.Generator().manual_seed(seed)
 
-    def loss_fn() -> torch.Tensor:
+    def loss_fn(x: torch.Tensor) -> torch.Tensor:
         loss, _ = net.consistency_loss(x, DELTA, generator=generator, p_mean=P_MEAN, p_std=P_STD)
         return loss
 
-    return TrainStep(net, loss_fn)
+    return TrainStep(net, loss_fn, x, micro_batch)
 
 
 # -- the reference --------------------------------------------------------------------------------------
@@ -189,7 +201,8 @@ def load_harness(path: tp.Union[str, Path] = DEFAULT_HARNESS):
     return module
 
 
-def reference_train_step(reference: tp.Any, batch: int, frames: int, seed: int = 0) -> TrainStep:
+def reference_train_step(reference: tp.Any, batch: int, frames: int, micro_batch: int = 0,
+                         seed: int = 0) -> TrainStep:
     """The reference UNet under the same consistency loss as ours, on spectrograms of `frames` frames."""
     from music2latent import audio as m2l_audio  # only in the benchmark environment
     from music2latent import hparams as m2l_hparams
@@ -200,7 +213,7 @@ def reference_train_step(reference: tp.Any, batch: int, frames: int, seed: int =
     x = test_signal(samples, int(m2l_hparams.sample_rate), batch=batch, seed=seed)
     generator = torch.Generator().manual_seed(seed)
 
-    def loss_fn() -> torch.Tensor:
+    def loss_fn(x: torch.Tensor) -> torch.Tensor:
         spec = m2l_audio.to_representation(x)
         assert spec.shape[-1] == frames, f"reference spectrogram has {spec.shape[-1]} frames, not {frames}"
         latents = net.encoder(spec)
@@ -214,7 +227,7 @@ def reference_train_step(reference: tp.Any, batch: int, frames: int, seed: int =
         loss, _ = cm.consistency_loss(denoise, spec, u, DELTA, noise)
         return loss
 
-    return TrainStep(net, loss_fn)
+    return TrainStep(net, loss_fn, x, micro_batch)
 
 
 # -- measurement ----------------------------------------------------------------------------------------
@@ -281,7 +294,12 @@ def parse_args(argv: tp.Optional[tp.Sequence[str]] = None) -> argparse.Namespace
     ap.add_argument('--steps', type=int, default=1, help='decode steps')
     ap.add_argument('--train-batch', type=int, default=4, help='training batch (0: no training step)')
     ap.add_argument('--train-seconds', type=float, default=131072 / 44100, help='training segment length')
-    ap.add_argument('--train-repeats', type=int, default=None, help='timed training steps (default --repeats)')
+    ap.add_argument('--train-micro-batch', type=int, default=1,
+                    help='items per forward / backward, gradients accumulated over the batch (0: whole batch); '
+                         'the reference scale needs about 6 GB per item')
+    ap.add_argument('--train-repeats', type=int, default=1,
+                    help='timed training steps after --warmup ones (at the reference scale a step of batch 4 '
+                         'takes minutes on 2 cores)')
     ap.add_argument('--preset', default='default', choices=sorted(PRESETS), help='our model configuration')
     ref = ap.add_mutually_exclusive_group()
     ref.add_argument('--reference', action='store_true', help='also run the reference (fails if missing)')
@@ -315,7 +333,7 @@ def _run(args: argparse.Namespace, use_reference: bool) -> int:
     sr = args.sample_rate
     samples = int(round(args.seconds * sr))
     wav = test_signal(samples, sr)
-    train_repeats = args.repeats if args.train_repeats is None else args.train_repeats
+    train_repeats = args.train_repeats
 
     impls: tp.Dict[str, tp.Any] = {'ours': factory(sample_rate=sr, preset=args.preset)}
     if use_reference:
@@ -349,12 +367,14 @@ def _run(args: argparse.Namespace, use_reference: bool) -> int:
         ours_model = impls['ours'].model
         train_samples = int(round(args.train_seconds * ours_model.sample_rate))
         frames = max(1, math.ceil(train_samples / ours_model.hop_length)) * ours_model.encoder.time_downsampling
-        steps = {'ours': our_train_step(ours_model, args.train_batch, train_samples)}
+        steps = {'ours': our_train_step(ours_model, args.train_batch, train_samples, args.train_micro_batch)}
         if use_reference:
-            steps['reference'] = reference_train_step(impls['reference'], args.train_batch, frames)
+            steps['reference'] = reference_train_step(impls['reference'], args.train_batch, frames,
+                                                      args.train_micro_batch)
         tr = interleaved(steps, args.warmup, train_repeats)
         res['train'] = {k: {**_summary(tr[k], None), 'loss': steps[k].last_loss} for k in steps}
         res['train']['batch'], res['train']['samples'] = args.train_batch, train_samples
+        res['train']['micro_batch'] = steps['ours'].micro_batch
         res['train']['spectrogram_frames'] = frames
         del steps
     res['loadavg_end'] = list(os.getloadavg())
@@ -382,7 +402,8 @@ def _run(args: argparse.Namespace, use_reference: bool) -> int:
     print(f"decoded: {shapes}")
     if 'train' in res:
         t = res['train']
-        print(_line(f"train step (batch {t['batch']} x {t['samples']} samples = {t['samples'] / sr:.4f} s, "
+        print(_line(f"train step (batch {t['batch']} in micro-batches of {t['micro_batch']}, "
+                    f"{t['samples']} samples = {t['samples'] / sr:.4f} s, "
                     f"{t['spectrogram_frames']} STFT frames; median of {train_repeats}) seconds",
                     t, 'median_s', ' s'))
     print(f"load average start {tuple(res['loadavg_start'])} end {tuple(res['loadavg_end'])} "

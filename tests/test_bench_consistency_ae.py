@@ -53,16 +53,16 @@ def test_main_prints_the_real_time_factors(capsys, tmp_path):
     threads = torch.get_num_threads()
     out_json = tmp_path / 'figures.json'
     code = bench.main(['--preset', 'debug', '--sample-rate', '16000', '--seconds', '0.5', '--repeats', '1',
-                       '--threads', '1', '--train-batch', '1', '--train-seconds', '0.25', '--no-reference',
-                       '--json', str(out_json)])
+                       '--threads', '1', '--train-batch', '2', '--train-micro-batch', '1', '--train-seconds', '0.25',
+                       '--no-reference', '--json', str(out_json)])
     assert code == 0
     assert torch.get_num_threads() == threads
     text = capsys.readouterr().out
     assert 'encode RTF: ours ' in text
     assert 'decode 1-step RTF: ours ' in text
-    assert 'train step (batch 1 x 4000 samples' in text
+    assert 'train step (batch 2 in micro-batches of 1, 4000 samples' in text
     assert 'parameters: ours ' in text and 'reference' not in text.split('parameters:')[1].splitlines()[0]
     figures = json.loads(out_json.read_text())
     assert figures['encode']['ours']['rtf'] > 0 and figures['decode']['ours']['rtf'] > 0
-    assert figures['train']['ours']['median_s'] > 0 and figures['train']['batch'] == 1
+    assert figures['train']['ours']['median_s'] > 0 and figures['train']['batch'] == 2
     assert 'reference' not in figures['encode']
