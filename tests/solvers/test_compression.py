@@ -96,12 +96,15 @@ def test_every_compression_config_composes_and_builds(name, tiny_dataset, dora_d
     limits = ["datasource.max_sample_rate=48000", "datasource.max_channels=2"]  # the example data's are lower
     xp = main.get_xp([f"solver=compression/{name}", "show=true"] + limits + dataset_overrides(tiny_dataset))
     cfg = xp.cfg
-    assert cfg.solver == "compression" and cfg.sample_rate > 0
+    assert cfg.solver in ("compression", "consistency_ae") and cfg.sample_rate > 0
     with xp.enter():
         solver = get_solver(cfg)
         solver.show()
-    assert solver.model.sample_rate == cfg.sample_rate
-    assert solver.model.num_codebooks == cfg.rvq.n_q
+    assert isinstance(solver, CompressionSolver) and solver.model.sample_rate == cfg.sample_rate
+    if solver.model.is_continuous:
+        assert solver.model.latent_dim == cfg.consistency_net.latent_dim * cfg.channels
+    else:
+        assert solver.model.num_codebooks == cfg.rvq.n_q
 
 
 @pytest.mark.parametrize("preset", ["debug", "soundstream_16khz"])
