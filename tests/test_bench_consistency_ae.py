@@ -1,31 +1,13 @@
 """scripts/bench_consistency_ae.py on the debug model: the harness adapter and the printed report."""
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from .conftest import load_script
 
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location('bench_consistency_ae', ROOT / 'scripts' / 'bench_consistency_ae.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_script()
-
-
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    """The debug model runs fastest on one thread, and does not fight other processes for the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+bench = load_script('bench_consistency_ae')
+pytestmark = pytest.mark.usefixtures("one_thread")  # the debug model runs fastest on one thread
 
 
 def test_factory_encodes_and_decodes_with_the_debug_model():
