@@ -277,7 +277,7 @@ class CompressionSolver(StandardSolver):
             x, mask = self._batch_audio(batch)
             with self.autocast:
                 y_pred = self.model(x).x.float()
-            lengths = mask.sum(dim=-1).tolist() if mask is not None else [x.shape[-1]] * len(x)
+            lengths = item_lengths(x, mask)
             if flashy.distrib.is_rank_zero():
                 for ref, rec, length in zip(x, y_pred, lengths):
                     if count >= limit:
@@ -309,6 +309,11 @@ class CompressionSolver(StandardSolver):
         if n_q is not None:
             model.set_num_codebooks(int(n_q))
         return roles.freeze(model)
+
+
+def item_lengths(x: torch.Tensor, mask: tp.Optional[torch.Tensor]) -> tp.List[int]:
+    """Real samples of each item of audio `x` [B, C, T]: from the mask [B, T] when padded, else T."""
+    return mask.sum(dim=-1).tolist() if mask is not None else [x.shape[-1]] * x.shape[0]
 
 
 class _NoStats:

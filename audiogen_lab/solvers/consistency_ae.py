@@ -17,7 +17,7 @@ from ..metrics.embedders import get_embedder
 from ..metrics.fad import FrechetAudioDistance
 from ..modules.consistency import discretization_step
 from ..utils.utils import dict_from_config
-from .compression import CompressionSolver
+from .compression import CompressionSolver, item_lengths
 
 
 class ConsistencyAESolver(CompressionSolver):
@@ -33,7 +33,6 @@ class ConsistencyAESolver(CompressionSolver):
 
     def build_model(self) -> None:
         self.build_generator()
-        self.adv_losses = torch.nn.ModuleDict()  # the compression stages look for adversaries
         self.mel_distance = MelDistance(**dict_from_config(self.cfg.metrics.mel)).to(self.device)
 
     def delta(self) -> float:
@@ -83,13 +82,9 @@ class ConsistencyAESolver(CompressionSolver):
     def evaluate_batch_hook(self, x: torch.Tensor, y_pred: torch.Tensor, mask: tp.Optional[torch.Tensor]) -> None:
         if self._fad is None:
             return
-        for i, length in enumerate(_lengths(x, mask)):  # each clip on its own samples, padding excluded
+        for i, length in enumerate(item_lengths(x, mask)):  # each clip on its own samples, padding excluded
             self._fad.update_real(x[i:i + 1, :, :length], self.model.sample_rate)
             self._fad.update_fake(y_pred[i:i + 1, :, :length], self.model.sample_rate)
-
-
-def _lengths(x: torch.Tensor, mask: tp.Optional[torch.Tensor]) -> tp.List[int]:
-    return mask.sum(dim=-1).tolist() if mask is not None else [x.shape[-1]] * x.shape[0]
 
 
 def _as_floats(metrics: dict) -> dict:
