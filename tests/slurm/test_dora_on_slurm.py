@@ -102,7 +102,10 @@ def test_two_rank_job_keeps_identical_weights(dora_env, tiny_dataset):
 def test_requeued_job_resumes_to_the_uninterrupted_history(dora_env, tiny_dataset, tmp_path):
     """`scontrol requeue` stops a job after its first epoch; the requeued run restores the last checkpoint,
     and its history equals that of the same XP run without interruption (`dora run`, one thread each)."""
-    argv = ["solver=compression/debug", "optim.epochs=4", "optim.updates_per_epoch=10", "num_threads=1"]
+    # Long enough that the job cannot finish the remaining epochs during the 10 s KillWait after the requeue
+    # (submitit ignores the SIGTERM that precedes the SIGKILL), so that the second run has work to resume.
+    epochs = 5
+    argv = ["solver=compression/debug", f"optim.epochs={epochs}", "optim.updates_per_epoch=40", "num_threads=1"]
     argv += dataset_overrides(tiny_dataset)
     (sig, job), = _scheduled(_dora(["launch", "--no_tail", *argv], dora_env)).items()
     folder = Path(dora_env["AUDIOGEN_LAB_DORA_DIR"])
@@ -111,7 +114,7 @@ def test_requeued_job_resumes_to_the_uninterrupted_history(dora_env, tiny_datase
     while not (history.exists() and len(json.loads(history.read_text())) >= 1):
         assert time.monotonic() < deadline, "no epoch done within 300 s"
         time.sleep(0.3)
-    assert len(json.loads(history.read_text())) < 4, "the job ended before it could be requeued"
+    assert len(json.loads(history.read_text())) < epochs, "the job ended before it could be requeued"
     slurm("scontrol", "requeue", job)
     # A requeued job waits (BeginTime) before it may start again; let it start as soon as it is pending.
     deadline = time.monotonic() + 120
@@ -124,12 +127,12 @@ def test_requeued_job_resumes_to_the_uninterrupted_history(dora_env, tiny_datase
     assert runs == ["REQUEUED", "COMPLETED"], runs
     log = (folder / "xps" / sig / "solver.log.0").read_text()
     restored = re.findall(r"Restored checkpoint of epoch (\d+)", log)
-    assert len(restored) == 1 and 1 <= int(restored[0]) < 4, restored
+    assert len(restored) == 1 and 1 <= int(restored[0]) < epochs, restored
 
     baseline = tmp_path / "uninterrupted"
     _dora(["run", *argv], {**dora_env, "AUDIOGEN_LAB_DORA_DIR": str(baseline)}, timeout=600)
     requeued, uninterrupted = _history(folder, sig), _history(baseline, sig)
-    assert len(requeued) == len(uninterrupted) == 4
+    assert len(requeued) == len(uninterrupted) == epochs
     assert _without_durations(requeued) == _without_durations(uninterrupted)
 
 
