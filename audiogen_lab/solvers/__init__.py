@@ -9,6 +9,7 @@ import typing as tp
 SOLVERS: tp.Dict[str, str] = {
     "compression": "audiogen_lab.solvers.compression:CompressionSolver",
     "consistency_ae": "audiogen_lab.solvers.consistency_ae:ConsistencyAESolver",
+    "mulan": "audiogen_lab.solvers.mulan:MuLaNSolver",
 }
 
 

@@ -746,18 +746,29 @@ def _batch_paths(batch: tp.Any) -> tp.List[str]:
 
 
 def _load_strict(module: nn.Module, state: tp.Dict[str, torch.Tensor], what: str) -> None:
-    """`module.load_state_dict(state)`, with an error listing missing and unexpected keys."""
+    """`module.load_state_dict(state)`, with an error listing missing and unexpected keys and shape mismatches.
+
+    A shape mismatch is only an error if the module refuses it: a module may size some buffers from the
+    state it loads (e.g. a vocabulary stored as bytes), in its own ``_load_from_state_dict``.
+    """
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     mismatched = sorted(key for key in set(own) & set(state)
                         if isinstance(state[key], torch.Tensor) and state[key].shape != own[key].shape)
-    if missing or unexpected or mismatched:
-        def _show(keys: tp.List[str]) -> str:
-            return ", ".join(keys[:8]) + (f" (+{len(keys) - 8} more)" if len(keys) > 8 else "") if keys else "none"
-        raise ValueError(f"{what}: the weights do not match the model. Missing keys: {_show(missing)}. "
-                         f"Unexpected keys: {_show(unexpected)}. Shape mismatches: {_show(mismatched)}.")
-    module.load_state_dict(state)
+
+    def _show(keys: tp.List[str]) -> str:
+        return ", ".join(keys[:8]) + (f" (+{len(keys) - 8} more)" if len(keys) > 8 else "") if keys else "none"
+    message = (f"{what}: the weights do not match the model. Missing keys: {_show(missing)}. "
+               f"Unexpected keys: {_show(unexpected)}. Shape mismatches: {_show(mismatched)}.")
+    if missing or unexpected:
+        raise ValueError(message)
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as error:
+        if mismatched:
+            raise ValueError(message) from error
+        raise
 
 
 def _nonfinite_tensors(state: tp.Any, prefix: str = "") -> tp.List[str]:
