@@ -21,7 +21,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from .text_tokenizer import TextTokenizer
+from .text_tokenizer import TextTokenizer, check_token_batch
 
 PATH_KEY = "text_pretrained.path"
 PACKAGE_PREFIX = "package:"
@@ -163,14 +163,7 @@ class PretrainedTextEncoder(nn.Module):
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """`tokens [B, L]` long ids, `mask [B, L]` bool (True on real tokens) -> text embedding `[B, dim]`."""
-        if tokens.dim() != 2 or mask.shape != tokens.shape:
-            raise ValueError(f"Expected tokens and mask of the same shape [B, L], got {tuple(tokens.shape)} "
-                             f"and {tuple(mask.shape)}.")
-        if mask.dtype != torch.bool:
-            raise TypeError(f"mask must be a bool tensor (True on real tokens), got dtype {mask.dtype}.")
-        if tokens.shape[1] > self.max_length:
-            raise ValueError(f"Got {tokens.shape[1]} tokens but text_pretrained.max_length={self.max_length}: raise "
-                             f"it or encode the texts with a smaller max_length.")
+        check_token_batch(tokens, mask, self.max_length, "text_pretrained.max_length")
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
             hidden = self.model(input_ids=tokens, attention_mask=mask.long()).last_hidden_state  # [B, L, D]
         if self.pooling == "cls":

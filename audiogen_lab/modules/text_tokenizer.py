@@ -148,6 +148,19 @@ class WordTokenizer(TextTokenizer):
 TOKENIZERS: tp.Dict[str, tp.Type[TextTokenizer]] = {"bytes": ByteTokenizer, "words": WordTokenizer}
 
 
+def check_token_batch(tokens: torch.Tensor, mask: torch.Tensor, max_length: int, key: str = "max_length") -> None:
+    """Refuse what a text tower cannot take: ids and mask of different shapes or not ``[B, L]``, a mask that is
+    not bool (True on real tokens), or more than `max_length` tokens (`key` names the setting to raise)."""
+    if tokens.dim() != 2 or mask.shape != tokens.shape:
+        raise ValueError(f"Expected tokens and mask of the same shape [B, L], got {tuple(tokens.shape)} "
+                         f"and {tuple(mask.shape)}.")
+    if mask.dtype != torch.bool:
+        raise TypeError(f"mask must be a bool tensor (True on real tokens), got dtype {mask.dtype}.")
+    if tokens.shape[1] > max_length:
+        raise ValueError(f"Got {tokens.shape[1]} tokens but {key}={max_length}: raise {key} or encode the texts "
+                         f"with a smaller max_length.")
+
+
 def get_tokenizer(name: str, texts: tp.Optional[tp.Iterable[str]] = None, **kwargs: tp.Any) -> TextTokenizer:
     """Tokenizer `name` ('bytes' or 'words'); 'words' is fitted on `texts` with `kwargs` (see `WordTokenizer.fit`)."""
     if name == "bytes":

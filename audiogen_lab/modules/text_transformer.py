@@ -14,6 +14,7 @@ from einops import repeat
 from torch import nn
 
 from .attention import TransformerStack
+from .text_tokenizer import check_token_batch
 
 
 class TextTransformer(nn.Module):
@@ -46,15 +47,8 @@ class TextTransformer(nn.Module):
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """`tokens [B, L]` long ids, `mask [B, L]` bool (True on real tokens) -> CLS embedding `[B, dim]`."""
-        if tokens.dim() != 2 or mask.shape != tokens.shape:
-            raise ValueError(f"Expected tokens and mask of the same shape [B, L], got {tuple(tokens.shape)} "
-                             f"and {tuple(mask.shape)}.")
-        if mask.dtype != torch.bool:
-            raise TypeError(f"mask must be a bool tensor (True on real tokens), got dtype {mask.dtype}.")
+        check_token_batch(tokens, mask, self.max_length)
         batch, length = tokens.shape
-        if length > self.max_length:
-            raise ValueError(f"Got {length} tokens but max_length={self.max_length}: raise max_length or encode "
-                             f"the texts with a smaller max_length.")
         if tokens.numel() and (tokens.min() < 0 or tokens.max() >= self.vocab_size):
             raise ValueError(f"Token ids must lie in [0, vocab_size={self.vocab_size}), got ids in "
                              f"[{tokens.min().item()}, {tokens.max().item()}]: the tokenizer and vocab_size disagree.")

@@ -16,7 +16,7 @@ from ..metrics.audio import MelDistance
 from ..metrics.embedders import get_embedder
 from ..metrics.fad import FrechetAudioDistance
 from ..modules.consistency import discretization_step
-from ..utils.utils import dict_from_config
+from ..utils.utils import dict_from_config, metrics_as_floats
 from .compression import CompressionSolver, item_lengths
 
 
@@ -55,14 +55,14 @@ class ConsistencyAESolver(CompressionSolver):
             with self.autocast:
                 y_pred = self.model(x).x.float()
             metrics.update(self._reconstruction_metrics(y_pred, x, mask))
-            return _as_floats(metrics)
+            return metrics_as_floats(metrics)
         if not self.check_finite({"loss": loss}, batch):
-            return _as_floats(metrics)
+            return metrics_as_floats(metrics)
         generator = self.optim_groups["generator"]
         generator.backward(loss)
         metrics.update(generator.step() or {})
         self.end_update()
-        return _as_floats(metrics)
+        return metrics_as_floats(metrics)
 
     def evaluate(self) -> dict:
         """The compression evaluation (one-step SI-SNR, mel distance) plus the FAD between references and
@@ -86,6 +86,3 @@ class ConsistencyAESolver(CompressionSolver):
             self._fad.update_real(x[i:i + 1, :, :length], self.model.sample_rate)
             self._fad.update_fake(y_pred[i:i + 1, :, :length], self.model.sample_rate)
 
-
-def _as_floats(metrics: dict) -> dict:
-    return {key: float(value.detach()) if isinstance(value, torch.Tensor) else value for key, value in metrics.items()}

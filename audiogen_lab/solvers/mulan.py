@@ -26,6 +26,7 @@ from ..models.mulan import MuLaN
 from ..modules.spec_augment import random_crop
 from ..modules.text_tokenizer import get_tokenizer
 from . import builders
+from ..utils.utils import metrics_as_floats
 from .base import StandardSolver
 
 
@@ -105,14 +106,14 @@ class MuLaNSolver(StandardSolver):
         metrics.update({"loss": loss, **info})
         if not self.is_training:
             self._collect(audio, text, batch)
-            return _as_floats(metrics)
+            return metrics_as_floats(metrics)
         if not self.check_finite({"loss": loss}, batch):
-            return _as_floats(metrics)
+            return metrics_as_floats(metrics)
         group = self.optim_groups["model"]
         group.backward(loss)
         metrics.update(group.step() or {})
         self.end_update()
-        return _as_floats(metrics)
+        return metrics_as_floats(metrics)
 
     # ------------------------------------------------------------------ retrieval over a split
     def _collect(self, audio: torch.Tensor, text: torch.Tensor, batch: tp.Dict[str, tp.Any]) -> None:
@@ -184,6 +185,3 @@ class MuLaNSolver(StandardSolver):
         self._reset_store()
         return metrics
 
-
-def _as_floats(metrics: dict) -> dict:
-    return {key: float(value.detach()) if isinstance(value, torch.Tensor) else value for key, value in metrics.items()}

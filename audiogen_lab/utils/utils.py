@@ -61,3 +61,8 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def metrics_as_floats(metrics: tp.Dict[str, tp.Any]) -> tp.Dict[str, tp.Any]:
+    """`metrics` with every tensor value detached and turned into a Python float (for logs and history)."""
+    return {key: float(value.detach()) if isinstance(value, torch.Tensor) else value for key, value in metrics.items()}

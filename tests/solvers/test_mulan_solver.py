@@ -129,3 +129,21 @@ def test_mulan_audio_tower_is_an_fad_embedder(trained_xp):
     embeddings = embedder.embed(wav, SR) if hasattr(embedder, "embed") else embedder(wav)
     assert embeddings.shape == (2, solver.model.dim)
     assert torch.allclose(embeddings.norm(dim=-1), torch.ones(2), atol=1e-5)
+
+
+def test_a_non_finite_loss_skips_its_update(trained_xp, monkeypatch):
+    _, solver = trained_xp  # runs last: it trains the fixture's solver one more epoch
+    model = solver.model
+    real_loss = model.loss
+    calls = []
+
+    def loss_nan_once(audio, text):
+        loss, info = real_loss(audio, text)
+        calls.append(1)
+        return (loss * float("nan"), info) if len(calls) == 1 else (loss, info)
+
+    monkeypatch.setattr(model, "loss", loss_nan_once)
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    metrics = solver.run_stage("train", solver.train)
+    assert metrics["skipped_updates"] == 1.0 and math.isfinite(metrics["loss"])
+    assert any(not torch.equal(before[key], value) for key, value in model.state_dict().items())
