@@ -145,6 +145,7 @@ class MuLaNSolver(StandardSolver):
         out = retrieval_metrics(data["audio"], data["text"], groups=data["captions"])
         recalls = [value for key, value in out.items() if "_r" in key and "median" not in key]
         out["mean_recall"] = sum(recalls) / len(recalls)
+        out["retrieval_items"] = float(data["audio"].shape[0])  # over every rank
         model: MuLaN = self.model  # type: ignore[attr-defined]
         for attribute in (self.cfg.get("zero_shot") or {}).get("attributes") or []:
             values = [attrs.get(attribute) for attrs in data["attributes"]]

@@ -3,6 +3,10 @@ the checkpoint, //sig/ loading and export, the fitted conditioning quantizer and
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,6 +25,7 @@ from audiogen_lab.utils.export import export_checkpoint
 from ..conftest import dataset_overrides, experiments_folder
 
 SR = 16000
+ROOT = Path(__file__).resolve().parents[2]
 ARGS = ["solver=mulan/debug", "optim.epochs=2", "optim.updates_per_epoch=3", "dataset.batch_size=4",
         "dataset.segment_duration=1.0", "dataset.valid.batch_size=4", "dataset.evaluate.batch_size=4",
         "ast.depth=1", "text_transformer.depth=1"]
@@ -72,7 +77,7 @@ def test_every_stage_reports_its_metrics(trained_xp):
         for key in ("loss", "t2a_r1", "t2a_r5", "t2a_r10", "a2t_r1", "t2a_median_rank", "a2t_median_rank",
                     "mean_recall", "zero_shot_genre", "zero_shot_instrument"):
             assert key in metrics and math.isfinite(metrics[key]), (stage, key)
-        assert metrics["t2a_r10"] == 1.0  # 4 clips: every caption is within 10
+        assert metrics["t2a_r10"] == 1.0 and metrics["retrieval_items"] == 4  # 4 clips: all within 10
         assert 0.0 <= metrics["zero_shot_genre"] <= 1.0 and metrics["zero_shot_genre_chance"] == 0.5
     assert solver.best_metric_name == "mean_recall" and solver.best_state.direction == "higher"
 
@@ -129,6 +134,24 @@ def test_mulan_audio_tower_is_an_fad_embedder(trained_xp):
     embeddings = embedder.embed(wav, SR) if hasattr(embedder, "embed") else embedder(wav)
     assert embeddings.shape == (2, solver.model.dim)
     assert torch.allclose(embeddings.norm(dim=-1), torch.ones(2), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_two_ranks_gather_negatives_and_the_split_for_retrieval(captioned_dataset, dora_dir):
+    env = {**os.environ, "DORA_PACKAGE": "audiogen_lab", "AUDIOGEN_LAB_DORA_DIR": str(dora_dir),
+           "AUDIOGEN_LAB_USE_RENDEZVOUS": "1", "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
+    args = ARGS + ["device=cpu", *map(str, dataset_overrides(captioned_dataset))]
+    out = subprocess.run([sys.executable, "-m", "dora", "run", "-d", "--ddp_workers", "2", *args],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    xp = main.get_xp(args)
+    logs = {rank: (xp.folder / f"solver.log.{rank}").read_text() for rank in (0, 1)
+            if (xp.folder / f"solver.log.{rank}").exists()}
+    assert out.returncode == 0, out.stderr[-3000:] + "".join(logs.values())[-3000:]
+    for rank in (0, 1):
+        assert "Weights of model identical on all 2 ranks" in logs[rank]
+    xp.link.load()
+    valid = xp.link.history[-1]["valid"]
+    assert valid["retrieval_items"] == 4 and "zero_shot_genre" in valid  # both ranks' clips, each once
 
 
 def test_a_non_finite_loss_skips_its_update(trained_xp, monkeypatch):
