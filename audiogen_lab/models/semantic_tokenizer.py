@@ -21,6 +21,7 @@ through its hop length.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -34,7 +35,7 @@ from einops import rearrange, reduce
 from torch import nn
 
 from ..quantization.kmeans import assign, cluster_usage, minibatch_kmeans
-from ..utils.checkpoint import load_checkpoint
+from ..utils.checkpoint import load_checkpoint, save_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -388,3 +389,97 @@ def fit_semantic_tokenizer(extractor: nn.Module, audio_batches: tp.Iterable[torc
                 "perplexity %.1f, %.0f%% of clusters used.", num_clusters, features.shape[0], features.shape[1],
                 extractor.frame_rate, stats["mean_sq_distance"], usage["perplexity"], 100 * usage["used_fraction"])
     return tokenizer, stats
+
+
+# -- saving and loading ------------------------------------------------------------------------------
+
+TOKENIZER_FORMAT = "audiogen_lab.semantic_tokenizer"
+TOKENIZER_VERSION = 1
+_EXTRACTORS: tp.Dict[str, type] = {"logmel": LogMelFeatures, "hubert": HuBERTFeatures}
+
+
+def _extractor_spec(extractor: nn.Module, source: str, variant: tp.Optional[str],
+                    architecture: tp.Optional[tp.Mapping[str, tp.Any]]) -> tp.Dict[str, tp.Any]:
+    """The kind and constructor arguments (plain values) that rebuild `extractor`."""
+    if isinstance(extractor, LogMelFeatures):
+        return {"kind": "logmel", "args": {"sample_rate": int(extractor.sample_rate),
+                                           "frame_rate": int(extractor.frame_rate), "n_mels": int(extractor.dim)}}
+    if isinstance(extractor, HuBERTFeatures):
+        if not source:
+            raise ValueError("source must name the HuBERT weights (file or folder) the extractor was built from: "
+                             "the tokenizer file records that path, not the weights.")
+        arch = None if architecture is None else json.loads(json.dumps(dict(architecture)))  # tuples -> lists
+        return {"kind": "hubert", "args": {"checkpoint": str(Path(source).expanduser().resolve()),
+                                           "layer": int(extractor.layer), "sample_rate": int(extractor.sample_rate),
+                                           "frame_rate": float(extractor.frame_rate), "variant": variant,
+                                           "architecture": arch}}
+    raise ValueError(f"Cannot save a tokenizer whose extractor is a {type(extractor).__name__}: supported "
+                     f"extractors are {[klass.__name__ for klass in _EXTRACTORS.values()]}.")
+
+
+def tokenizer_id(spec: tp.Mapping[str, tp.Any], centroids: torch.Tensor, dedup: bool) -> str:
+    """Short hash (12 hex digits) of the centroids [K, D], the extractor kind and arguments and the dedup flag.
+
+    The location of HuBERT weights (``checkpoint``) is left out: moving the weights keeps the id.
+    """
+    args = {key: value for key, value in spec["args"].items() if key != "checkpoint"}
+    digest = hashlib.sha256(json.dumps({"kind": spec["kind"], "args": args, "dedup": bool(dedup)},
+                                       sort_keys=True).encode())
+    values = centroids.detach().float().cpu().contiguous()
+    digest.update(str(tuple(values.shape)).encode())
+    digest.update(values.numpy().tobytes())
+    return digest.hexdigest()[:12]
+
+
+def save_semantic_tokenizer(tokenizer: SemanticTokenizer, path: tp.Union[str, Path], source: str = "", *,
+                            variant: tp.Optional[str] = None,
+                            architecture: tp.Optional[tp.Mapping[str, tp.Any]] = None) -> str:
+    """Write `tokenizer` to `path` (atomically) and return its id.
+
+    The file (read with ``weights_only=True``) holds ``format``, ``version``, ``id``, ``extractor``
+    (``kind``: ``logmel`` or ``hubert``, and ``args``: its constructor arguments), ``centroids`` [K, D] and
+    ``dedup``. HuBERT weights are not copied: `source` is the HuBERT weights file or folder the extractor was
+    built from (required for :class:`HuBERTFeatures`), stored as an absolute path with `layer`,
+    `frame_rate`, and `variant` / `architecture` when the weights need them to be rebuilt.
+    """
+    spec = _extractor_spec(tokenizer.extractor, source, variant, architecture)
+    centroids = tokenizer.centroids.detach().float().cpu().clone()
+    identity = tokenizer_id(spec, centroids, tokenizer.dedup)
+    save_checkpoint({"format": TOKENIZER_FORMAT, "version": TOKENIZER_VERSION, "id": identity, "extractor": spec,
+                     "centroids": centroids, "dedup": bool(tokenizer.dedup)}, path)
+    logger.info("Saved semantic tokenizer %s (%s extractor, K=%d) to %s.", identity, spec["kind"],
+                centroids.shape[0], path)
+    return identity
+
+
+def read_semantic_tokenizer_file(path: tp.Union[str, Path]) -> tp.Dict[str, tp.Any]:
+    """The checked contents of a tokenizer file written by :func:`save_semantic_tokenizer` (no model is built)."""
+    state = load_checkpoint(path)
+    if not isinstance(state, dict) or state.get("format") != TOKENIZER_FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"{path} is not a semantic tokenizer file (format {found!r}, expected "
+                         f"{TOKENIZER_FORMAT!r}); write it with save_semantic_tokenizer.")
+    if not isinstance(state.get("version"), int) or state["version"] > TOKENIZER_VERSION:
+        raise ValueError(f"{path}: semantic tokenizer version {state.get('version')!r} is not supported (this code "
+                         f"reads versions <= {TOKENIZER_VERSION}).")
+    spec = state.get("extractor") or {}
+    if spec.get("kind") not in _EXTRACTORS or not isinstance(state.get("centroids"), torch.Tensor):
+        raise ValueError(f"{path}: unknown extractor kind {spec.get('kind')!r} (expected one of "
+                         f"{sorted(_EXTRACTORS)}) or missing centroids.")
+    expected = tokenizer_id(spec, state["centroids"], bool(state.get("dedup")))
+    if state.get("id") != expected:
+        raise ValueError(f"{path}: recorded id {state.get('id')!r} does not match its contents ({expected}); "
+                         "the file was edited or is corrupt: save the tokenizer again.")
+    return state
+
+
+def load_semantic_tokenizer(path: tp.Union[str, Path]) -> SemanticTokenizer:
+    """The :class:`SemanticTokenizer` saved at `path` (on CPU, eval mode); HuBERT weights are read from the
+    path recorded in the file. Its ``id`` attribute is the file's id."""
+    state = read_semantic_tokenizer_file(path)
+    spec = state["extractor"]
+    args = {key: value for key, value in spec["args"].items() if value is not None}
+    extractor = _EXTRACTORS[spec["kind"]](**args)
+    tokenizer = SemanticTokenizer(extractor, state["centroids"], dedup=bool(state["dedup"])).eval()
+    tokenizer.id = state["id"]
+    return tokenizer

@@ -377,7 +377,8 @@ def test_encodec_from_debug_config(name):
     assert any(not torch.equal(before[key], value) for key, value in model.state_dict().items())
 
     model.eval()
-    codes, scale = model.encode(x)
+    with torch.no_grad():  # as the forward pass below: kernels chosen with autograd on may round differently
+        codes, scale = model.encode(x)
     assert codes.shape == (4, expected_total, frames) and codes.dtype == torch.long
     assert codes.min() >= 0 and codes.max() < expected_cardinality
     decoded = model.decode(codes, scale)
