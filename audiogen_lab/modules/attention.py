@@ -59,6 +59,16 @@ class SelfAttention(nn.Module):
         return self.out_dropout(self.to_out(rearrange(out, "b h n d -> b n (h d)")))
 
 
+def feed_forward(dim: int, ff_mult: float = 4.0, dropout: float = 0.0) -> nn.Sequential:
+    """The GELU MLP of a transformer block, `[..., dim] -> [..., dim]` through `int(dim * ff_mult)` hidden units,
+    with dropout after each layer (training only)."""
+    hidden = int(dim * ff_mult)
+    if hidden < 1:
+        raise ValueError(f"ff_mult={ff_mult} gives an empty MLP for dim={dim}; use a larger ff_mult.")
+    return nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim),
+                         nn.Dropout(dropout))
+
+
 class TransformerBlock(nn.Module):
     """Pre-norm transformer block `[B, N, D] -> [B, N, D]`: ``x + attn(norm(x))``, then ``x + mlp(norm(x))``.
 
@@ -71,14 +81,10 @@ class TransformerBlock(nn.Module):
 
     def __init__(self, dim: int, heads: int, ff_mult: float = 4.0, dropout: float = 0.0) -> None:
         super().__init__()
-        hidden = int(dim * ff_mult)
-        if hidden < 1:
-            raise ValueError(f"ff_mult={ff_mult} gives an empty MLP for dim={dim}; use a larger ff_mult.")
         self.attn_norm = nn.LayerNorm(dim)
         self.attn = SelfAttention(dim, heads, dropout=dropout)
         self.ff_norm = nn.LayerNorm(dim)
-        self.ff = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout),
-                                nn.Linear(hidden, dim), nn.Dropout(dropout))
+        self.ff = feed_forward(dim, ff_mult, dropout)
 
     def forward(self, x: torch.Tensor, mask: tp.Optional[torch.Tensor] = None) -> torch.Tensor:
         """`x [B, N, D]`, `mask [B, N]` bool (True = real token) -> `[B, N, D]`."""

