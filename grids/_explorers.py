@@ -81,3 +81,10 @@ class MuLaNExplorer(BaseExplorer):
     train_metrics = ("loss", "temperature")
     valid_metrics = ("loss", "t2a_r1", "t2a_r10", "a2t_r1", "a2t_r10", "t2a_median_rank", "mean_recall")
     evaluate_metrics = ("t2a_r1", "t2a_r10", "a2t_r10", "zero_shot_genre", "zero_shot_instrument")
+
+
+class AudioLMExplorer(BaseExplorer):
+    """Token LM XPs: cross-entropy against the unigram baseline, accuracy and entropy of the predictions."""
+
+    train_metrics = ("ce", "accuracy")
+    valid_metrics = ("ce", "unigram_ce", "accuracy", "entropy")

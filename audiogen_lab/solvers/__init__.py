@@ -10,6 +10,7 @@ SOLVERS: tp.Dict[str, str] = {
     "compression": "audiogen_lab.solvers.compression:CompressionSolver",
     "consistency_ae": "audiogen_lab.solvers.consistency_ae:ConsistencyAESolver",
     "mulan": "audiogen_lab.solvers.mulan:MuLaNSolver",
+    "audiolm": "audiogen_lab.solvers.audiolm:AudioLMSolver",
 }
 
 

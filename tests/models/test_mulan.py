@@ -176,3 +176,13 @@ def test_a_bfloat16_autocast_step_is_finite_and_the_loss_stays_float32():
     with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
         spec, _ = model.frontend(wav)
     assert spec.dtype == torch.float32  # the spectrogram is never computed in bfloat16
+
+
+@pytest.mark.parametrize("preset", ["debug", "default", "mulan_base"])
+def test_every_mulan_preset_composes_and_builds(preset):
+    from audiogen_lab.train import main
+    cfg = main.get_xp([f"solver=mulan/{preset}"]).cfg
+    assert cfg.solver == "mulan" and cfg.dataset.kind == "audio_text"
+    model = get_mulan_model(cfg, tokenizer=get_tokenizer("bytes"))
+    assert model.dim == cfg.mulan.dim and model.sample_rate == cfg.sample_rate
+    assert model.audio_tower.dim == cfg.ast.dim and model.text_tower.dim == cfg.text_transformer.dim
