@@ -6,7 +6,9 @@ manifest / folder of that split):
 - `audio`: `AudioDataset` clips -> `audio [B, C, T]`, `mask [B, T]`, `paths` (+ `info` with `return_info`);
 - `audio_text`: `AudioTextDataset`, the same plus `text` (one caption per item);
 - `tokens`: `TokenShardDataset` (iterable, memory-mapped shards) -> `tokens [B, K, T]`, `mask`, `paths`;
-- `latents`: `LatentDataset` -> `latents [B, D, T]`, `mask`, `paths`, `scale [B]`.
+- `latents`: `LatentDataset` -> `latents [B, D, T]`, `mask`, `paths`, `scale [B]`;
+- `paired_tokens`: `PairedTokenDataset` over the sub-folders `dataset.streams` (e.g. `[semantic, acoustic]`)
+  of `datasource.<split>` -> `streams {name: [B, K, T]}`, `stream_masks {name: [B, T]}`, `paths`.
 
 `dataset.<key>` options apply to every split and `dataset.<split>.<key>` overrides them. The train split
 is shuffled; without `num_samples` it holds one epoch of batches (`optim.updates_per_epoch` ×
@@ -25,6 +27,7 @@ from .audio_dataset import AudioDataset
 from .audio_text_dataset import AudioTextDataset
 from .batch import collate
 from .latent_dataset import LatentDataset
+from .paired_token_dataset import PairedTokenDataset
 from .token_dataset import TokenShardDataset
 
 logger = logging.getLogger(__name__)
@@ -66,11 +69,22 @@ def _latents(path: str, cfg: DictConfig, split: str, options: tp.Dict[str, tp.An
     return LatentDataset(path, seed=cfg.seed, name=split, **_code_options(options))
 
 
+def _paired_tokens(path: str, cfg: DictConfig, split: str, options: tp.Dict[str, tp.Any],
+                   batch_size: int) -> torch.utils.data.Dataset:
+    streams = options.get("streams")
+    if not streams or isinstance(streams, str):
+        raise ValueError(f"dataset.kind=paired_tokens needs dataset.streams, the list of sub-folders of {path} "
+                         f"to read together (e.g. [semantic, acoustic]); got {streams!r}.")
+    folders = {str(stream): f"{path}/{stream}" for stream in streams}
+    return PairedTokenDataset(folders, seed=cfg.seed, name=split, block_size=batch_size, **_code_options(options))
+
+
 DATASET_KINDS: tp.Dict[str, DatasetFactory] = {
     "audio": _audio_factory(AudioDataset),
     "audio_text": _audio_factory(AudioTextDataset),
     "tokens": _tokens,
     "latents": _latents,
+    "paired_tokens": _paired_tokens,
 }
 
 

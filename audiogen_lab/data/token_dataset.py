@@ -251,6 +251,13 @@ class TokenShardDataset(torch.utils.data.IterableDataset):
             codes = F.pad(codes, (0, self.segment_frames - frames))
         return {'tokens': codes, 'length': frames, 'path': self.sources[entry]}
 
+    def read_item(self, entry: int) -> tp.Dict[str, tp.Any]:
+        """The whole stored item `entry` (``0 <= entry < len(self.entries)``), uncropped: `tokens` long
+        ``[K, T]``, `length` and `path` (for corpus statistics and checks)."""
+        shard, start, length = self.entries[entry]
+        codes = torch.from_numpy(np.array(self._array(shard)[:, start:start + length])).long()
+        return {'tokens': codes, 'length': length, 'path': self.sources[entry]}
+
     def __iter__(self) -> tp.Iterator[tp.Dict[str, tp.Any]]:
         for index in shard_indices(len(self.plan), self.block_size, self.rank, self.world_size):
             yield self.get(index)

@@ -1,33 +1,95 @@
-"""Training recipe for AudioLM's token language models, from token shards on disk (``dataset.kind: tokens``).
+"""Training recipe for AudioLM's token language models, from token shards on disk (never re-tokenizing audio).
 
-The semantic stage (``audiolm.stage: semantic``) models sequences of semantic ids: ``[BOS] ids`` predicts
-``ids [EOS]`` with a decoder-only :class:`~audiogen_lab.modules.lm_transformer.LMTransformer` whose
-vocabulary is the tokenizer's clusters plus EOS, PAD and BOS (:class:`~audiogen_lab.models.token_layout.
-SemanticLayout`); EOS is the target after the last frame of an item that ends within its crop (a crop padded
-past the item's end, or whole items), never after a crop cut inside an item. The shards must come from the
-tokenizer named by ``semantic_tokenizer_checkpoint`` (when set): a folder made by another producer is refused
-before training. The coarse and fine stages, on paired semantic and acoustic shards, come next.
+One solver, three stages (``audiolm.stage``), each a decoder-only
+:class:`~audiogen_lab.modules.lm_transformer.LMTransformer` over rows ``[BOS] prefix target`` packed by
+:func:`~audiogen_lab.models.token_sequences.pack_sequences` in one joint vocabulary:
 
-Metrics: ``ce`` (nats per token, which selects the best state), ``accuracy`` (top-1), ``entropy`` of the
-predicted distributions, and on valid ``unigram_ce``: the cross-entropy of the train split's unigram
-distribution on the same tokens, the baseline the model must beat.
+- ``semantic`` (``dataset.kind: tokens``, semantic shards): no prefix; target = semantic ids.
+- ``coarse`` (``dataset.kind: paired_tokens``, streams ``[semantic, acoustic]`` cropped over the same
+  seconds): prefix = semantic ids; target = the first ``audiolm.num_coarse`` RVQ levels, time-major.
+- ``fine`` (``dataset.kind: tokens``, acoustic shards, short crops): prefix = the coarse levels of the crop;
+  target = the remaining levels.
+
+EOS (its own id, never a code) is the target after the last frame of an item that ends within its crop.
+Predictions of prefix tokens are weighted by ``audiolm.prefix_loss_weight`` (AudioLM's auxiliary loss).
+Shards are checked against their producers before training: semantic ones against
+``semantic_tokenizer_checkpoint``, acoustic ones against ``compression_model_checkpoint`` (when set).
+
+Metrics: ``ce`` (the weighted loss, which selects the best state), ``accuracy`` and ``entropy`` on the
+target tokens, ``ce_level_k`` / ``accuracy_level_k`` per RVQ level of acoustic targets, and on valid
+``unigram_ce``: the target tokens' cross-entropy under the train split's unigram distribution, the
+baseline to beat.
 """
 from __future__ import annotations
 
 import typing as tp
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from ..data.token_dataset import TokenShardDataset
-from ..models.token_layout import SemanticLayout
+from ..models.token_layout import AcousticLayout, ConcatVocab, SemanticLayout
+from ..models.token_sequences import IGNORE, Sequences, pack_sequences, per_level_metrics, weighted_ce
 from ..modules.lm_transformer import LMTransformer
 from ..utils.utils import dict_from_config, metrics_as_floats
 from . import builders
 from .base import StandardSolver
 
-STAGES = ("semantic",)
-IGNORE = -100
+STAGES = ("semantic", "coarse", "fine")
+STAGE_KINDS = {"semantic": "tokens", "coarse": "paired_tokens", "fine": "tokens"}
+
+Layout = tp.Union[SemanticLayout, AcousticLayout]
+
+
+@dataclass
+class StagePlan:
+    """The layouts of a stage's prefix (None for the semantic stage) and target, in one joint vocabulary."""
+
+    prefix: tp.Optional[Layout]
+    target: Layout
+
+    @property
+    def vocab(self) -> ConcatVocab:
+        return ConcatVocab([self.target.vocab_size] if self.prefix is None
+                           else [self.prefix.vocab_size, self.target.vocab_size])
+
+    @property
+    def target_part(self) -> int:
+        return 0 if self.prefix is None else 1
+
+    @property
+    def bos_id(self) -> int:
+        return (self.target if self.prefix is None else self.prefix).bos_id
+
+    @property
+    def eos_id(self) -> int:
+        return self.vocab.offset(self.target_part) + self.target.eos_id
+
+    @property
+    def pad_id(self) -> int:
+        return self.vocab.offset(self.target_part) + self.target.pad_id
+
+    @property
+    def target_levels(self) -> int:
+        return getattr(self.target, "num_levels", 1)
+
+
+def stage_plan(audiolm_cfg: tp.Any) -> StagePlan:
+    """The :class:`StagePlan` of ``audiolm.stage`` from the cardinalities and level counts in `audiolm_cfg`."""
+    stage = audiolm_cfg.stage
+    if stage == "semantic":
+        return StagePlan(None, SemanticLayout(int(audiolm_cfg.cardinality)))
+    num_coarse, card = int(audiolm_cfg.num_coarse), int(audiolm_cfg.acoustic_cardinality)
+    if stage == "coarse":
+        return StagePlan(SemanticLayout(int(audiolm_cfg.cardinality)), AcousticLayout(num_coarse, card))
+    if stage == "fine":
+        fine = int(audiolm_cfg.num_acoustic_levels) - num_coarse
+        if fine < 1:
+            raise ValueError(f"audiolm.num_coarse={num_coarse} leaves no fine level of the "
+                             f"{audiolm_cfg.num_acoustic_levels} acoustic levels.")
+        return StagePlan(AcousticLayout(num_coarse, card), AcousticLayout(fine, card, first_level=num_coarse))
+    raise ValueError(f"audiolm.stage={stage!r} is unknown; choose one of {list(STAGES)}.")
 
 
 class AudioLMSolver(StandardSolver):
@@ -36,94 +98,148 @@ class AudioLMSolver(StandardSolver):
     best_metric_name = "ce"
     best_metric_direction = "lower"
 
+    # ------------------------------------------------------------------ building
     def build_dataloaders(self) -> None:
         stage = self.cfg.audiolm.stage
         if stage not in STAGES:
-            raise ValueError(f"audiolm.stage={stage!r} is not available; choose one of {list(STAGES)}.")
-        if self.cfg.dataset.kind != "tokens":
-            raise ValueError(f"The AudioLM {stage} stage trains from token shards: set dataset.kind=tokens "
-                             "(make them with scripts/tokenize_dataset.py).")
+            raise ValueError(f"audiolm.stage={stage!r} is unknown; choose one of {list(STAGES)}.")
+        if self.cfg.dataset.kind != STAGE_KINDS[stage]:
+            raise ValueError(f"The AudioLM {stage} stage reads dataset.kind={STAGE_KINDS[stage]} "
+                             f"(token shards from scripts/tokenize_dataset.py), not {self.cfg.dataset.kind!r}.")
         for split in ("train", "valid"):
             if not self.cfg.datasource.get(split):
-                raise ValueError(f"datasource.{split} is not set: point it at the {stage} token folder of that split "
+                raise ValueError(f"datasource.{split} is not set: point it at the token folder of that split "
                                  "(made by scripts/tokenize_dataset.py).")
         updates = self.cfg.optim.get("updates_per_epoch")
         self.dataloaders = builders.get_audio_datasets(self.cfg, updates_per_epoch=updates)
-        expected = self.cfg.get("semantic_tokenizer_checkpoint")
+        for loader in self.dataloaders.values():
+            for kind, meta_folder in _stream_folders(loader.dataset, stage).items():
+                self._check_producer(kind, meta_folder)
+
+    def _check_producer(self, kind: str, folder: tp.Any) -> None:
+        key = "semantic_tokenizer_checkpoint" if kind == "semantic" else "compression_model_checkpoint"
+        expected = self.cfg.get(key)
         if expected:
             from ..data.tokenize import check_token_producer
-            for loader in self.dataloaders.values():
-                check_token_producer(_token_dataset(loader).folder, str(expected), "semantic")
+            check_token_producer(folder, str(expected), kind)
 
     @classmethod
     def build_model_from_config(cls, cfg: tp.Any, name: str) -> LMTransformer:
         if name != "model":
             raise KeyError(f"AudioLM checkpoints hold one model, 'model', not {name!r}.")
-        return LMTransformer(vocab_size=SemanticLayout(int(cfg.audiolm.cardinality)).vocab_size,
-                             **dict_from_config(cfg.lm))
+        return LMTransformer(vocab_size=stage_plan(cfg.audiolm).vocab.vocab_size, **dict_from_config(cfg.lm))
+
+    def _read_shapes(self) -> None:
+        """Fill the cardinalities and level counts of ``audiolm`` from the train shards (stored with the
+        checkpoint: loading needs them); a value set in the config must agree."""
+        metas = _stream_metas(self.dataloaders["train"].dataset, self.cfg.audiolm.stage)
+        found: tp.Dict[str, int] = {}
+        if "semantic" in metas:
+            if metas["semantic"].num_codebooks != 1:
+                raise ValueError(f"Semantic tokens have one stream; the shards hold {metas['semantic'].num_codebooks}.")
+            found["cardinality"] = metas["semantic"].cardinality
+        if "acoustic" in metas:
+            found["acoustic_cardinality"] = metas["acoustic"].cardinality
+            found["num_acoustic_levels"] = metas["acoustic"].num_codebooks
+        for key, value in found.items():
+            set_value = self.cfg.audiolm.get(key)
+            if set_value is not None and int(set_value) != value:
+                raise ValueError(f"audiolm.{key}={set_value} but the train shards hold {value}: leave it null to "
+                                 "take the shards' value.")
+            self.cfg.audiolm[key] = value
+        if "acoustic" in metas and int(self.cfg.audiolm.num_coarse) > found["num_acoustic_levels"]:
+            raise ValueError(f"audiolm.num_coarse={self.cfg.audiolm.num_coarse} exceeds the "
+                             f"{found['num_acoustic_levels']} levels of the acoustic shards.")
 
     def build_model(self) -> None:
-        meta = _token_dataset(self.dataloaders["train"]).meta
-        if meta.num_codebooks != 1:
-            raise ValueError(f"Semantic tokens have one stream; the train shards hold {meta.num_codebooks}.")
-        cardinality = self.cfg.audiolm.get("cardinality")
-        if cardinality is not None and int(cardinality) != meta.cardinality:
-            raise ValueError(f"audiolm.cardinality={cardinality} but the train shards hold {meta.cardinality} ids: "
-                             "leave it null to take the shards' value.")
-        self.cfg.audiolm.cardinality = meta.cardinality  # stored in the checkpoint: loading needs it
-        self.layout = SemanticLayout(meta.cardinality)
-        model = LMTransformer(vocab_size=self.layout.vocab_size, **dict_from_config(self.cfg.lm)).to(self.device)
+        self._read_shapes()
+        self.plan = stage_plan(self.cfg.audiolm)
+        model = LMTransformer(vocab_size=self.plan.vocab.vocab_size, **dict_from_config(self.cfg.lm)).to(self.device)
         self.register_model("model", model)
         optimizer = builders.get_optimizer(model, self.cfg.optim)
         scheduler = builders.get_lr_scheduler_from_config(optimizer, self.cfg.schedule, self.total_updates)
         self.register_optimizer_group("model", ["model"], optimizer, scheduler, max_norm=self.cfg.optim.max_norm)
-        self.unigram = self._train_unigram(meta.cardinality)
+        self.unigram = self._train_unigram()
 
-    def _train_unigram(self, cardinality: int) -> torch.Tensor:
-        """Log-probabilities ``[V]`` of the ids (and EOS, once per item) over the whole train split, add-one
-        smoothed: the baseline of ``unigram_ce``."""
-        dataset = _token_dataset(self.dataloaders["train"])
-        counts = torch.ones(self.layout.vocab_size, dtype=torch.float64)
-        for index in range(len(dataset.entries)):
-            shard, start, length = dataset.entries[index]
-            ids = torch.from_numpy(dataset._array(shard)[0, start:start + length].astype("int64"))
-            counts[:cardinality] += torch.bincount(ids, minlength=cardinality)[:cardinality].double()
-            counts[self.layout.eos_id] += 1
-        counts[self.layout.pad_id] = counts[self.layout.bos_id] = 0
-        return (counts / counts.sum()).log().float().to(self.device)
+    def _train_unigram(self) -> torch.Tensor:
+        """Log-probabilities ``[V]`` of the target tokens (and EOS, once per item) over the whole items of the
+        train split, add-one smoothed over the target's codes: the baseline of ``unigram_ce``."""
+        stage, plan = self.cfg.audiolm.stage, self.plan
+        vocab = plan.vocab
+        offset = vocab.offset(plan.target_part)
+        counts = torch.zeros(vocab.vocab_size, dtype=torch.float64)
+        counts[offset:offset + _num_codes(plan.target)] = 1.0
+        dataset = _stream_datasets(self.dataloaders["train"].dataset, stage)[
+            "semantic" if stage == "semantic" else "acoustic"]
+        first = int(self.cfg.audiolm.num_coarse) if stage == "fine" else 0
+        for entry in range(len(dataset.entries)):
+            codes = dataset.read_item(entry)["tokens"]
+            rows = codes if stage == "semantic" else codes[None, first:first + plan.target_levels]  # [1, T] / [1, L, T]
+            ids = plan.target.flatten(rows)[0] + offset
+            counts += torch.bincount(ids, minlength=vocab.vocab_size).double()
+            counts[plan.eos_id] += 1
+        return (counts / counts.sum()).clamp_min(1e-30).log().float().to(self.device)
 
-    def sequences_for(self, stage: str, batch: tp.Dict[str, tp.Any]) -> tp.Tuple[torch.Tensor, torch.Tensor]:
-        """Inputs ``[B, T + 1]`` (BOS then the ids) and targets ``[B, T + 1]`` (the ids, then EOS where an
-        item ends; IGNORE on padding and after a crop that ends inside its item) of a batch of `stage`."""
-        ids = batch["tokens"][:, 0].to(self.device)
-        lengths = batch["mask"].sum(dim=-1).to(self.device)
-        batch_size, frames = ids.shape
-        bos = torch.full((batch_size, 1), self.layout.bos_id, dtype=torch.long, device=self.device)
-        inputs = torch.cat([bos, ids.masked_fill(~batch["mask"].to(self.device), self.layout.pad_id)], dim=1)
-        targets = F.pad(ids, (0, 1), value=IGNORE)
-        positions = torch.arange(frames + 1, device=self.device)[None]
-        targets = targets.masked_fill(positions >= lengths[:, None], IGNORE)
-        dataset = _token_dataset(self.dataloaders[stage])
-        ended = torch.ones_like(lengths, dtype=torch.bool) if dataset.segment_frames is None else lengths < frames
-        rows = torch.nonzero(ended, as_tuple=True)[0]
-        targets[rows, lengths[rows]] = self.layout.eos_id
-        return inputs, targets
+    # ------------------------------------------------------------------ sequences
+    def _target(self, batch: tp.Dict[str, tp.Any]) -> tp.Tuple[torch.Tensor, torch.Tensor, int]:
+        """Target ids ``[B, N]`` in the joint vocabulary, their lengths ``[B]`` and the frames of the crop."""
+        stage, plan = self.cfg.audiolm.stage, self.plan
+        offset = plan.vocab.offset(plan.target_part)
+        if stage == "semantic":
+            ids, mask = batch["tokens"][:, 0], batch["mask"]
+            return plan.target.flatten(ids) + offset, mask.sum(-1), ids.shape[-1]
+        codes, mask = _acoustic(batch, stage)
+        levels = plan.target.num_levels  # type: ignore[union-attr]
+        first = 0 if stage == "coarse" else int(self.cfg.audiolm.num_coarse)
+        flat = plan.target.flatten(codes[:, first:first + levels]) + offset
+        return flat, mask.sum(-1) * levels, codes.shape[-1]
 
+    def _prefix(self, batch: tp.Dict[str, tp.Any]) -> tp.Tuple[tp.Optional[torch.Tensor], tp.Optional[torch.Tensor]]:
+        stage, plan = self.cfg.audiolm.stage, self.plan
+        if stage == "semantic":
+            return None, None
+        if stage == "coarse":
+            ids, mask = batch["streams"]["semantic"][:, 0], batch["stream_masks"]["semantic"]
+            return plan.prefix.flatten(ids), mask.sum(-1)  # type: ignore[union-attr]
+        codes, mask = _acoustic(batch, stage)
+        levels = int(self.cfg.audiolm.num_coarse)
+        return plan.prefix.flatten(codes[:, :levels]), mask.sum(-1) * levels  # type: ignore[union-attr]
+
+    def sequences_for(self, stage: str, batch: tp.Dict[str, tp.Any]) -> Sequences:
+        """The packed rows of a batch of the split `stage` (see :func:`pack_sequences`)."""
+        target, lengths, _ = self._target(batch)
+        prefix, prefix_lengths = self._prefix(batch)
+        crop = _crop_frames(self.dataloaders[stage].dataset, self.cfg.audiolm.stage)
+        ended = (torch.ones_like(lengths, dtype=torch.bool) if crop is None
+                 else lengths < crop * self.plan.target_levels)  # the item ended before the crop did
+        seq = pack_sequences(target.to(self.device), lengths.to(self.device), ended.to(self.device),
+                             bos_id=self.plan.bos_id, pad_id=self.plan.pad_id, eos_id=self.plan.eos_id,
+                             prefix=None if prefix is None else prefix.to(self.device),
+                             prefix_lengths=None if prefix_lengths is None else prefix_lengths.to(self.device),
+                             prefix_weight=float(self.cfg.audiolm.get("prefix_loss_weight") or 0.0))
+        return seq
+
+    # ------------------------------------------------------------------ steps
     def run_step(self, idx: int, batch: tp.Any, metrics: dict) -> dict:
-        inputs, targets = self.sequences_for(self.current_stage, batch)
+        seq = self.sequences_for(self.current_stage, batch)
         model: LMTransformer = self.model  # type: ignore[attr-defined]
         with torch.set_grad_enabled(self.is_training):
             with self.autocast:
-                logits = model(inputs)
+                logits = model(seq.inputs)
             logits = logits.float()
-            valid = targets != IGNORE
-            ce = F.cross_entropy(logits[valid], targets[valid])
+            ce = weighted_ce(logits, seq)
         with torch.no_grad():
-            probs = logits[valid].softmax(dim=-1)
-            metrics.update({"ce": ce, "accuracy": (logits[valid].argmax(-1) == targets[valid]).float().mean(),
+            picked = (seq.targets != IGNORE) & (seq.weights > 0)
+            chosen = logits[picked]
+            probs = chosen.softmax(dim=-1)
+            metrics.update({"ce": ce, "accuracy": (chosen.argmax(-1) == seq.targets[picked]).float().mean(),
                             "entropy": -(probs * probs.clamp_min(1e-12).log()).sum(-1).mean()})
+            if self.cfg.audiolm.stage != "semantic":
+                metrics.update(per_level_metrics(logits, seq, self.plan.target_levels))
             if not self.is_training:
-                metrics["unigram_ce"] = -self.unigram[targets[valid]].mean()
+                in_target = (seq.target_index >= 0) | (seq.targets == self.plan.eos_id)
+                metrics["unigram_ce"] = -self.unigram[seq.targets[in_target]].mean()
+                metrics["target_ce"] = F.cross_entropy(logits[in_target], seq.targets[in_target])
         if not self.is_training:
             return metrics_as_floats(metrics)
         if not self.check_finite({"ce": ce}, batch):
@@ -135,8 +251,37 @@ class AudioLMSolver(StandardSolver):
         return metrics_as_floats(metrics)
 
 
-def _token_dataset(loader: tp.Any) -> TokenShardDataset:
-    dataset = getattr(loader, "dataset", loader)
+# ---------------------------------------------------------------------- dataset access
+def _acoustic(batch: tp.Dict[str, tp.Any], stage: str) -> tp.Tuple[torch.Tensor, torch.Tensor]:
+    if stage == "coarse":
+        return batch["streams"]["acoustic"], batch["stream_masks"]["acoustic"]
+    return batch["tokens"], batch["mask"]
+
+
+def _stream_datasets(dataset: tp.Any, stage: str) -> tp.Dict[str, TokenShardDataset]:
+    """The token dataset of each stream a stage reads, by kind (``semantic`` / ``acoustic``)."""
+    if stage == "coarse":
+        return dict(dataset.datasets)
     if not isinstance(dataset, TokenShardDataset):
         raise TypeError(f"Expected a token shard dataset, got {type(dataset).__name__}.")
-    return dataset
+    return {"semantic" if stage == "semantic" else "acoustic": dataset}
+
+
+def _stream_folders(dataset: tp.Any, stage: str) -> tp.Dict[str, tp.Any]:
+    return {kind: ds.folder for kind, ds in _stream_datasets(dataset, stage).items()}
+
+
+def _stream_metas(dataset: tp.Any, stage: str) -> tp.Dict[str, tp.Any]:
+    return {kind: ds.meta for kind, ds in _stream_datasets(dataset, stage).items()}
+
+
+def _crop_frames(dataset: tp.Any, stage: str) -> tp.Optional[int]:
+    """Frames of the target stream in a crop, or None for whole items."""
+    if isinstance(dataset, TokenShardDataset):
+        return dataset.segment_frames
+    frames = dataset.segment_frames
+    return None if frames is None else frames["acoustic"]
+
+
+def _num_codes(layout: Layout) -> int:
+    return getattr(layout, "num_codes", None) or layout.cardinality  # type: ignore[union-attr]

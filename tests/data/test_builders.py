@@ -45,7 +45,7 @@ def sources(root: Path) -> dict:
 
 
 def test_registry_lists_the_kinds():
-    assert sorted(DATASET_KINDS) == ['audio', 'audio_text', 'latents', 'tokens']
+    assert sorted(DATASET_KINDS) == ['audio', 'audio_text', 'latents', 'paired_tokens', 'tokens']
 
 
 def test_unequal_length_evaluate_batches_are_padded_with_masks(audio_root):

@@ -6,24 +6,40 @@ import math
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from audiogen_lab.data.audio import audio_read
 from audiogen_lab.data.audio_dataset import find_audio_files
 from audiogen_lab.data.tokenize import tokenize_manifest
+from audiogen_lab.models.builders import get_compression_model
 from audiogen_lab.models.semantic_tokenizer import LogMelFeatures, fit_semantic_tokenizer, save_semantic_tokenizer
 from audiogen_lab.modules.lm_transformer import LMTransformer
 from audiogen_lab.solvers.audiolm import IGNORE, AudioLMSolver
 from audiogen_lab.solvers.builders import get_solver
 from audiogen_lab.train import main
+from audiogen_lab.utils import checkpoint
 
 from ..conftest import experiments_folder
 
 CLUSTERS = 16
 
 
+def _codec_file(folder) -> str:
+    """A compression/debug codec (random weights; 16 kHz, 100 Hz, 64 codes per level) saved as a checkpoint."""
+    xp = main.get_xp(["solver=compression/debug"])
+    torch.manual_seed(0)
+    model = get_compression_model(xp.cfg)
+    model.encode(torch.randn(4, 1, 16000))  # codebooks are initialised from the first batch
+    path = folder / "codec" / checkpoint.CHECKPOINT_NAME
+    checkpoint.save_checkpoint({"xp.cfg": OmegaConf.to_yaml(xp.cfg), "xp.sig": xp.sig,
+                                "best_state": {"states": {"model": model.state_dict()}}}, path)
+    return str(path)
+
+
 @pytest.fixture(scope="module")
 def semantic_tokens(tiny_dataset, tmp_path_factory):
     root = tmp_path_factory.mktemp("semantic_tokens")
+    codec = _codec_file(root)
     clips = [audio_read(meta.path)[0] for meta in find_audio_files(tiny_dataset / "train")]
     tokenizer, _ = fit_semantic_tokenizer(LogMelFeatures(16000, frame_rate=50, n_mels=32),
                                           [torch.cat(clips)], CLUSTERS, seed=0, iters=30, restarts=1)
@@ -32,13 +48,15 @@ def semantic_tokens(tiny_dataset, tmp_path_factory):
     other, _ = fit_semantic_tokenizer(LogMelFeatures(16000, frame_rate=50, n_mels=32),
                                       [torch.cat(clips)], CLUSTERS + 1, seed=1, iters=5, restarts=1)
     save_semantic_tokenizer(other, root / "other.th")
-    folders = {split: tokenize_manifest(tiny_dataset / split / "data.jsonl", root / split,
-                                        semantic_tokenizer=str(path))["semantic"] for split in ("train", "valid")}
-    return path, root / "other.th", folders
+    roots = {split: root / split for split in ("train", "valid")}
+    for split, out in roots.items():
+        tokenize_manifest(tiny_dataset / split / "data.jsonl", out, semantic_tokenizer=str(path),
+                          compression_model=codec, n_q=4)
+    return path, root / "other.th", {split: out / "semantic" for split, out in roots.items()}, roots, codec
 
 
 def _args(semantic_tokens, *extra):
-    path, _, folders = semantic_tokens
+    path, _, folders, _, _ = semantic_tokens
     return ["solver=audiolm/semantic_debug", f"datasource.train={folders['train']}",
             f"datasource.valid={folders['valid']}", f"semantic_tokenizer_checkpoint={path}",
             "dataset.segment_duration=0.6", "optim.epochs=2", "optim.updates_per_epoch=40", *extra]
@@ -57,16 +75,16 @@ def trained_xp(semantic_tokens, tmp_path_factory):
 
 def _first_batch_ce(solver: AudioLMSolver) -> float:
     batch = next(iter(solver.dataloaders["train"]))
-    inputs, targets = solver.sequences_for("train", batch)
+    seq = solver.sequences_for("train", batch)
     with torch.no_grad():
-        logits = solver.model(inputs)
-    valid = targets != IGNORE
-    return float(torch.nn.functional.cross_entropy(logits[valid], targets[valid]))
+        logits = solver.model(seq.inputs)
+    valid = seq.targets != IGNORE
+    return float(torch.nn.functional.cross_entropy(logits[valid], seq.targets[valid]))
 
 
 def test_first_loss_is_ln_vocabulary(trained_xp):
     _, solver, first = trained_xp
-    vocab = solver.layout.vocab_size
+    vocab = solver.plan.vocab.vocab_size
     assert vocab == CLUSTERS + 3
     assert abs(first - math.log(vocab)) < 0.1 * math.log(vocab)
 
@@ -81,16 +99,20 @@ def test_learns_below_the_unigram_baseline(trained_xp):
 
 def test_targets_end_with_eos_only_where_an_item_ends(trained_xp):
     _, solver, _ = trained_xp
-    layout = solver.layout
-    batch = {"tokens": torch.tensor([[[3, 4, 5, 0]], [[6, 7, 8, 9]]]),
-             "mask": torch.tensor([[True, True, True, False], [True] * 4])}
-    inputs, targets = solver.sequences_for("train", batch)
-    assert inputs.tolist() == [[layout.bos_id, 3, 4, 5, layout.pad_id], [layout.bos_id, 6, 7, 8, 9]]
-    assert targets.tolist() == [[3, 4, 5, layout.eos_id, IGNORE], [6, 7, 8, 9, IGNORE]]  # the 2nd was cut
+    layout = solver.plan.target
+    crop = solver.dataloaders["train"].dataset.segment_frames  # 0.6 s at 50 Hz
+    ids = torch.arange(crop).remainder(CLUSTERS)
+    tokens = torch.stack([ids.masked_fill(torch.arange(crop) >= 3, 0), ids])[:, None]  # [2, 1, crop]
+    mask = torch.stack([torch.arange(crop) < 3, torch.ones(crop, dtype=torch.bool)])
+    seq = solver.sequences_for("train", {"tokens": tokens, "mask": mask})
+    pads = [layout.pad_id] * (crop - 3)
+    assert seq.inputs.tolist() == [[layout.bos_id, 0, 1, 2] + pads, [layout.bos_id] + ids.tolist()]
+    assert seq.targets[0].tolist() == [0, 1, 2, layout.eos_id] + [IGNORE] * (crop - 3)  # ended inside the crop
+    assert seq.targets[1].tolist() == ids.tolist() + [IGNORE]  # cut by the crop: no EOS
 
 
 def test_shards_of_another_tokenizer_are_refused(semantic_tokens, tmp_path):
-    _, other, _ = semantic_tokens
+    other = semantic_tokens[1]
     with experiments_folder(tmp_path):
         xp = main.get_xp(_args(semantic_tokens, f"semantic_tokenizer_checkpoint={other}"))
         with xp.enter(), pytest.raises(ValueError, match="semantic_tokenizer_checkpoint"):
@@ -102,8 +124,77 @@ def test_sig_loading_and_sampling(trained_xp):
     with experiments_folder(xp.folder.parent.parent):
         model = AudioLMSolver.model_from_checkpoint(f"//sig/{xp.sig}")
     assert isinstance(model, LMTransformer) and not model.training
-    layout = solver.layout
+    layout = solver.plan.target
     prompt = torch.full((2, 1), layout.bos_id)
     generator = torch.Generator().manual_seed(0)
     out = model.generate(prompt, 20, temperature=1.0, top_k=5, generator=generator)
     assert out.shape == (2, 21) and int(out[:, 1:].max()) < layout.vocab_size
+
+
+def _train(args, tmp_path):
+    with experiments_folder(tmp_path):
+        xp = main.init_xp(main.get_xp(args))
+        with xp.enter():
+            solver = get_solver(xp.cfg)
+            first = _first_batch_ce(solver)
+            solver.run()
+    return solver, first
+
+
+@pytest.mark.slow
+def test_fine_stage_learns_the_upper_levels_from_the_coarse_ones(semantic_tokens, tmp_path):
+    _, _, _, roots, codec = semantic_tokens
+    args = ["solver=audiolm/fine_debug", f"datasource.train={roots['train'] / 'acoustic'}",
+            f"datasource.valid={roots['valid'] / 'acoustic'}", f"compression_model_checkpoint={codec}",
+            "audiolm.num_coarse=2", "dataset.segment_duration=0.3", "optim.epochs=2", "optim.updates_per_epoch=40"]
+    solver, first = _train(args, tmp_path)
+    plan = solver.plan
+    assert (plan.prefix.num_levels, plan.target.num_levels, plan.target.first_level) == (2, 2, 2)
+    assert plan.vocab.vocab_size == 2 * (2 * 64 + 3)
+    assert abs(first - math.log(plan.vocab.vocab_size)) < 0.1 * math.log(plan.vocab.vocab_size)
+    valid = solver.history[-1]["valid"]
+    for key in ("ce_level_0", "ce_level_1", "accuracy_level_0", "accuracy_level_1", "unigram_ce", "target_ce"):
+        assert key in valid, key
+    assert valid["target_ce"] < valid["unigram_ce"], valid
+    batch = next(iter(solver.dataloaders["train"]))
+    seq = solver.sequences_for("train", batch)
+    fine_offset = plan.vocab.offset(1)
+    row = seq.inputs[0]
+    frames = int(batch["mask"][0].sum())
+    assert row[0] == plan.bos_id and bool((row[1:1 + 2 * frames] < fine_offset).all())  # coarse prefix first
+    assert bool((row[1 + 2 * frames:1 + 4 * frames] >= fine_offset).all())  # then the fine target
+
+
+def test_acoustic_shards_of_another_codec_are_refused(semantic_tokens, tmp_path):
+    _, _, _, roots, _ = semantic_tokens
+    args = ["solver=audiolm/fine_debug", f"datasource.train={roots['train'] / 'acoustic'}",
+            f"datasource.valid={roots['valid'] / 'acoustic'}",
+            "compression_model_checkpoint=//pretrained/encodec_24khz"]
+    with experiments_folder(tmp_path):
+        xp = main.get_xp(args)
+        with xp.enter(), pytest.raises(ValueError, match="compression_model_checkpoint"):
+            get_solver(xp.cfg)
+
+
+@pytest.mark.slow
+def test_coarse_stage_models_the_first_levels_after_the_semantic_ids(semantic_tokens, tmp_path):
+    path, _, _, roots, codec = semantic_tokens
+    args = ["solver=audiolm/coarse_debug", f"datasource.train={roots['train']}", f"datasource.valid={roots['valid']}",
+            f"semantic_tokenizer_checkpoint={path}", f"compression_model_checkpoint={codec}", "audiolm.num_coarse=2",
+            "dataset.segment_duration=0.4", "optim.epochs=2", "optim.updates_per_epoch=40"]
+    solver, first = _train(args, tmp_path)
+    plan = solver.plan
+    assert plan.vocab.vocab_size == (CLUSTERS + 3) + (2 * 64 + 3)
+    assert abs(first - math.log(plan.vocab.vocab_size)) < 0.1 * math.log(plan.vocab.vocab_size)
+    valid = solver.history[-1]["valid"]
+    assert {"ce_level_0", "ce_level_1", "unigram_ce", "target_ce"} <= set(valid)
+    assert valid["target_ce"] < valid["unigram_ce"], valid
+    batch = next(iter(solver.dataloaders["train"]))
+    seq = solver.sequences_for("train", batch)
+    semantic_frames = int(batch["stream_masks"]["semantic"][0].sum())
+    acoustic_frames = int(batch["stream_masks"]["acoustic"][0].sum())
+    assert acoustic_frames == 2 * semantic_frames  # 100 Hz codes over the same seconds as 50 Hz ids
+    row, offset = seq.inputs[0], plan.vocab.offset(1)
+    assert bool((row[1:1 + semantic_frames] < CLUSTERS).all())
+    assert bool((row[1 + semantic_frames:1 + semantic_frames + 2 * acoustic_frames] >= offset).all())
+    assert seq.weights[0, :semantic_frames].eq(0.1).all()  # the auxiliary prefix loss of coarse_debug
