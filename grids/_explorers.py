@@ -87,4 +87,4 @@ class AudioLMExplorer(BaseExplorer):
     """Token LM XPs: cross-entropy against the unigram baseline, accuracy and entropy of the predictions."""
 
     train_metrics = ("ce", "accuracy")
-    valid_metrics = ("ce", "unigram_ce", "accuracy", "entropy")
+    valid_metrics = ("ce", "target_ce", "unigram_ce", "accuracy", "entropy", "ce_level_0", "accuracy_level_0")
