@@ -198,3 +198,35 @@ def test_coarse_stage_models_the_first_levels_after_the_semantic_ids(semantic_to
     assert bool((row[1:1 + semantic_frames] < CLUSTERS).all())
     assert bool((row[1 + semantic_frames:1 + semantic_frames + 2 * acoustic_frames] >= offset).all())
     assert seq.weights[0, :semantic_frames].eq(0.1).all()  # the auxiliary prefix loss of coarse_debug
+
+
+@pytest.mark.slow
+def test_three_stages_chained_by_sig_generate_audio_of_the_requested_duration(semantic_tokens, tmp_path):
+    from audiogen_lab.models.audiolm import AudioLM
+    path, _, folders, roots, codec = semantic_tokens
+    short = ["optim.epochs=1", "optim.updates_per_epoch=3", "dataset.valid.num_samples=4"]
+    stages = {
+        "semantic": ["solver=audiolm/semantic_debug", f"datasource.train={folders['train']}",
+                     f"datasource.valid={folders['valid']}", f"semantic_tokenizer_checkpoint={path}",
+                     "dataset.segment_duration=0.6"],
+        "coarse": ["solver=audiolm/coarse_debug", f"datasource.train={roots['train']}",
+                   f"datasource.valid={roots['valid']}", f"semantic_tokenizer_checkpoint={path}",
+                   f"compression_model_checkpoint={codec}", "audiolm.num_coarse=2", "dataset.segment_duration=0.4"],
+        "fine": ["solver=audiolm/fine_debug", f"datasource.train={roots['train'] / 'acoustic'}",
+                 f"datasource.valid={roots['valid'] / 'acoustic'}", f"compression_model_checkpoint={codec}",
+                 "audiolm.num_coarse=2", "dataset.segment_duration=0.2"],
+    }
+    sigs = {}
+    with experiments_folder(tmp_path):
+        for stage, args in stages.items():
+            xp = main.init_xp(main.get_xp(args + short))
+            with xp.enter():
+                get_solver(xp.cfg).run()
+            sigs[stage] = f"//sig/{xp.sig}"
+        lm = AudioLM.from_checkpoints(sigs["semantic"], sigs["coarse"], sigs["fine"])
+    assert lm.semantic_rate == 50 and lm.fine.crop_seconds == 0.2
+    audio = lm.generate(duration=0.5, num_samples=2, temperature=1.0, top_k=8, seed=0)
+    assert audio.shape == (2, 1, 50 * 160)  # 0.5 s at 100 frames/s, hop 160: 16 kHz mono
+    assert torch.isfinite(audio).all() and audio.abs().max() > 0
+    again = lm.generate(duration=0.5, num_samples=2, temperature=1.0, top_k=8, seed=0)
+    assert torch.equal(audio, again)  # seeded
