@@ -19,7 +19,7 @@ from audiogen_lab.solvers.builders import get_solver
 from audiogen_lab.train import main
 from audiogen_lab.utils import checkpoint
 
-from ..conftest import experiments_folder
+from ..conftest import experiments_folder, load_script
 
 CLUSTERS = 16
 
@@ -224,6 +224,14 @@ def test_three_stages_chained_by_sig_generate_audio_of_the_requested_duration(se
                 get_solver(xp.cfg).run()
             sigs[stage] = f"//sig/{xp.sig}"
         lm = AudioLM.from_checkpoints(sigs["semantic"], sigs["coarse"], sigs["fine"])
+        out = tmp_path / "samples"
+        assert load_script("generate").main(["--semantic", sigs["semantic"], "--coarse", sigs["coarse"], "--fine",
+                                             sigs["fine"], "--duration", "0.3", "--num-samples", "2", "--seed", "1",
+                                             "--device", "cpu", "--out", str(out)]) == 0
+    for index in range(2):
+        wav, rate = audio_read(out / f"sample_{index:03d}.wav")
+        assert rate == 16000 and wav.shape == (1, 30 * 160)
+        assert (out / f"sample_{index:03d}.png").read_bytes()[:4] == b"\x89PNG"
     assert lm.semantic_rate == 50 and lm.fine.crop_seconds == 0.2
     audio = lm.generate(duration=0.5, num_samples=2, temperature=1.0, top_k=8, seed=0)
     assert audio.shape == (2, 1, 50 * 160)  # 0.5 s at 100 frames/s, hop 160: 16 kHz mono
