@@ -18,7 +18,15 @@ Shards are checked against their producers before training: semantic ones agains
 Metrics: ``ce`` (the weighted loss, which selects the best state), ``accuracy`` and ``entropy`` on the
 target tokens, ``ce_level_k`` / ``accuracy_level_k`` per RVQ level of acoustic targets, and on valid
 ``unigram_ce``: the target tokens' cross-entropy under the train split's unigram distribution, the
-baseline to beat.
+baseline to beat. On valid, the coarse and fine stages with ``compression_model_checkpoint`` (and
+``audiolm.reconstruction_metrics``) also score teacher-forced reconstructions
+(:mod:`~audiogen_lab.models.token_reconstruction`) of the first ``audiolm.reconstruction_items`` items of each
+batch: the true codes with the stage's levels replaced by its argmax predictions are decoded and compared
+with the decoded true codes (the codec's own ceiling) over the real frames, ``recon_si_snr`` (dB, higher is
+better; identical audio scores very high) and ``recon_mel`` (log-mel L1, 0 at the ceiling); and as chance
+references ``recon_si_snr_shuffled`` / ``recon_mel_shuffled``, the same with the stage's levels taken from
+randomly permuted frames of the same item (right codes, wrong order). A stage near its chance reference
+fails; one near the ceiling works, whatever the codec's own quality.
 """
 from __future__ import annotations
 
@@ -160,6 +168,7 @@ class AudioLMSolver(StandardSolver):
         scheduler = builders.get_lr_scheduler_from_config(optimizer, self.cfg.schedule, self.total_updates)
         self.register_optimizer_group("model", ["model"], optimizer, scheduler, max_norm=self.cfg.optim.max_norm)
         self.unigram = self._train_unigram()
+        self._register_codec()
 
     def _train_unigram(self) -> torch.Tensor:
         """Log-probabilities ``[V]`` of the target tokens (and EOS, once per item) over the whole items of the
@@ -240,6 +249,7 @@ class AudioLMSolver(StandardSolver):
                 in_target = (seq.target_index >= 0) | (seq.targets == self.plan.eos_id)
                 metrics["unigram_ce"] = -self.unigram[seq.targets[in_target]].mean()
                 metrics["target_ce"] = F.cross_entropy(logits[in_target], seq.targets[in_target])
+                metrics.update(self._reconstruction_metrics(batch, seq, logits))
         if not self.is_training:
             return metrics_as_floats(metrics)
         if not self.check_finite({"ce": ce}, batch):
@@ -249,6 +259,43 @@ class AudioLMSolver(StandardSolver):
         metrics.update(group.step() or {})
         self.end_update()
         return metrics_as_floats(metrics)
+
+    # ------------------------------------------------------------------ reconstruction metrics
+    def _register_codec(self) -> None:
+        """Register the codec of the acoustic shards as a frozen model (never trained, checkpointed or
+        exported; on the device), for the ``recon_*`` metrics of the coarse and fine stages."""
+        from . import roles
+        from ..models.token_reconstruction import check_codec
+        audiolm = self.cfg.audiolm
+        if audiolm.stage == "semantic" or not audiolm.get("reconstruction_metrics") \
+                or not self.cfg.get("compression_model_checkpoint"):
+            return
+        items = audiolm.get("reconstruction_items")
+        if items is not None and int(items) < 1:
+            raise ValueError(f"audiolm.reconstruction_items={items} must be >= 1 (null: every item of a batch); "
+                             "set audiolm.reconstruction_metrics=false to turn the metrics off.")
+        try:
+            codec = self.load_upstream("compression_model_checkpoint", family="compression")
+        except FileNotFoundError as err:
+            raise FileNotFoundError(f"{err} The recon_* metrics decode with compression_model_checkpoint; set "
+                                    "audiolm.reconstruction_metrics=false to train without them.") from err
+        check_codec(codec, int(audiolm.num_acoustic_levels), int(audiolm.acoustic_cardinality))
+        self.register_model("codec", codec, role=roles.FROZEN)
+
+    def _reconstruction_metrics(self, batch: tp.Dict[str, tp.Any], seq: Sequences,
+                                logits: torch.Tensor) -> tp.Dict[str, torch.Tensor]:
+        """The ``recon_*`` metrics of a valid batch from the logits ``[B, L, V]`` of its rows `seq` (see the
+        module docstring); none without the codec."""
+        from ..models.token_reconstruction import teacher_forced_reconstruction
+        if "codec" not in self.models:
+            return {}
+        source = ((batch["streams"]["acoustic"], batch["stream_masks"]["acoustic"]) if "streams" in batch
+                  else (batch["tokens"], batch["mask"]))
+        codes, lengths = source[0].to(self.device), source[1].sum(-1).to(self.device)
+        items = self.cfg.audiolm.get("reconstruction_items")
+        return teacher_forced_reconstruction(self.codec, logits, seq, codes, lengths, self.plan.target,
+                                             self.plan.vocab.offset(self.plan.target_part),
+                                             max_items=None if items is None else int(items))
 
 
 # ---------------------------------------------------------------------- dataset access

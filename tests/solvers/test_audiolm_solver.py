@@ -238,3 +238,25 @@ def test_three_stages_chained_by_sig_generate_audio_of_the_requested_duration(se
     assert torch.isfinite(audio).all() and audio.abs().max() > 0
     again = lm.generate(duration=0.5, num_samples=2, temperature=1.0, top_k=8, seed=0)
     assert torch.equal(audio, again)  # seeded
+
+
+def test_valid_reports_teacher_forced_reconstruction_with_a_frozen_codec(semantic_tokens, tmp_path):
+    _, _, _, roots, codec = semantic_tokens
+    args = ["solver=audiolm/fine_debug", f"datasource.train={roots['train'] / 'acoustic'}",
+            f"datasource.valid={roots['valid'] / 'acoustic'}", f"compression_model_checkpoint={codec}",
+            "audiolm.num_coarse=2", "dataset.segment_duration=0.2", "optim.epochs=1", "optim.updates_per_epoch=2",
+            "dataset.valid.num_samples=4", "audiolm.reconstruction_items=2"]
+    with experiments_folder(tmp_path):
+        xp = main.init_xp(main.get_xp(args))
+        with xp.enter():
+            solver = get_solver(xp.cfg)
+            solver.run()
+            state = checkpoint.load_checkpoint(solver.checkpoint_path)
+    entry = solver.models["codec"]
+    assert entry.role == "frozen" and not entry.export and not any(p.requires_grad for p in entry.module.parameters())
+    valid = solver.history[-1]["valid"]
+    for key in ("recon_si_snr", "recon_mel", "recon_si_snr_shuffled", "recon_mel_shuffled"):
+        assert math.isfinite(valid[key]), (key, valid)
+    assert "recon_si_snr" not in solver.history[-1]["train"]
+    assert set(state["best_state"]["states"]) == {"model"}  # the codec's weights stay in its own checkpoint
+    assert state["upstream"] == {"compression_model_checkpoint": codec}
