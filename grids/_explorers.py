@@ -88,3 +88,11 @@ class AudioLMExplorer(BaseExplorer):
 
     train_metrics = ("ce", "accuracy")
     valid_metrics = ("ce", "target_ce", "unigram_ce", "accuracy", "entropy", "ce_level_0", "accuracy_level_0")
+
+
+class SemanticKMeansExplorer(BaseExplorer):
+    """Semantic tokenizer XPs: distance to the nearest centroid and how evenly the clusters are used, on the fit
+    frames and on the valid split."""
+
+    train_metrics = ("num_frames", "mean_sq_distance", "perplexity", "used_fraction")
+    valid_metrics = ("mean_sq_distance", "perplexity", "used_fraction", "dedup_ratio")

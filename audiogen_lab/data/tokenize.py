@@ -122,10 +122,10 @@ def _acoustic_producer(source: str, n_q: tp.Optional[int], device: tp.Union[str,
 
 
 def _semantic_producer(path: str, device: tp.Union[str, torch.device]) -> _Producer:
-    from ..models.semantic_tokenizer import load_semantic_tokenizer
+    from ..models.semantic_tokenizer import load_semantic_tokenizer, resolve_semantic_tokenizer_path
     tokenizer = load_semantic_tokenizer(path).to(device)
     dedup, tokenizer.dedup = tokenizer.dedup, False  # runs are collapsed over whole files, not per chunk
-    extra = {'kind': SEMANTIC, 'tokenizer': str(Path(path).expanduser().resolve()), 'dedup': dedup,
+    extra = {'kind': SEMANTIC, 'tokenizer': str(resolve_semantic_tokenizer_path(path).resolve()), 'dedup': dedup,
              'extractor': type(tokenizer.extractor).__name__}
     meta = TokenShardMeta(model=tokenizer.id, frame_rate=float(tokenizer.frame_rate),
                           cardinality=tokenizer.cardinality, num_codebooks=1,
@@ -360,10 +360,10 @@ def check_token_producer(folder: PathLike, expected_model: str, kind: str) -> To
         raise ValueError(f"{folder} holds {found_kind} tokens, not {kind} tokens: point the {kind} token "
                          f"folder at the `{kind}/` folder written by scripts/tokenize_dataset.py.")
     if kind == SEMANTIC:
+        from ..models.semantic_tokenizer import read_semantic_tokenizer_file, resolve_semantic_tokenizer_path
         expected_id, shown = expected_model, repr(expected_model)
-        if Path(expected_model).expanduser().is_file():
-            from ..models.semantic_tokenizer import read_semantic_tokenizer_file
-            expected_id = read_semantic_tokenizer_file(Path(expected_model).expanduser())['id']
+        if resolve_semantic_tokenizer_path(expected_model).is_file():  # a file, an XP folder or //sig/SIG
+            expected_id = read_semantic_tokenizer_file(expected_model)['id']
             shown = f"{expected_model!r} (id {expected_id})"
         matches = meta.model == expected_id
         found = f"{meta.model!r}" + (f" ({meta.extra['tokenizer']})" if meta.extra.get('tokenizer') else '')

@@ -13,11 +13,18 @@ Extractors (each an ``nn.Module`` with ``sample_rate``, ``frame_rate``, ``dim`` 
   architecture) loaded from a local weights file, never downloaded. HuBERT's convolutional front end
   has a stride of 320 samples at 16 kHz, hence 50 Hz frames, T' = floor((T - 80) / 320) for the base
   model (the convolutions are not padded).
+- :class:`~audiogen_lab.models.semantic_features.MuLaNFeatures` and
+  :class:`~audiogen_lab.models.semantic_features.ConsistencyAEFeatures`: frames of this project's own MuLaN
+  audio tower or consistency autoencoder encoder, loaded from ``//sig/SIG`` or a checkpoint.
 
 Frame rate reduction: ``HuBERTFeatures(frame_rate=25)`` averages each pair of consecutive 50 Hz frames
 (more generally, groups of ``native_rate / frame_rate`` frames, which must be an integer); an incomplete
 last group is dropped. :class:`LogMelFeatures` gets any frame rate dividing the sample rate directly
 through its hop length.
+
+Tokenizer files (:func:`save_semantic_tokenizer`) are named by a path, an XP folder or ``//sig/SIG`` of a
+``solver=semantic/kmeans`` XP, which writes :data:`TOKENIZER_FILE` into its folder
+(:func:`resolve_semantic_tokenizer_path`).
 """
 from __future__ import annotations
 
@@ -35,7 +42,7 @@ from einops import rearrange, reduce
 from torch import nn
 
 from ..quantization.kmeans import assign, cluster_usage, minibatch_kmeans
-from ..utils.checkpoint import load_checkpoint, save_checkpoint
+from ..utils.checkpoint import SIG_PREFIX, load_checkpoint, resolve_checkpoint_path, save_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -395,7 +402,30 @@ def fit_semantic_tokenizer(extractor: nn.Module, audio_batches: tp.Iterable[torc
 
 TOKENIZER_FORMAT = "audiogen_lab.semantic_tokenizer"
 TOKENIZER_VERSION = 1
+#: the tokenizer file a ``solver=semantic/kmeans`` XP writes into its folder (what ``//sig/SIG`` names)
+TOKENIZER_FILE = "semantic_tokenizer.th"
 _EXTRACTORS: tp.Dict[str, type] = {"logmel": LogMelFeatures, "hubert": HuBERTFeatures}
+
+
+def _extractor_classes() -> tp.Dict[str, type]:
+    """Every extractor a tokenizer file may name, by kind (those of :mod:`.semantic_features` build on this
+    module, hence imported here on demand)."""
+    from .semantic_features import ConsistencyAEFeatures, MuLaNFeatures
+    return {**_EXTRACTORS, MuLaNFeatures.kind: MuLaNFeatures, ConsistencyAEFeatures.kind: ConsistencyAEFeatures}
+
+
+def resolve_semantic_tokenizer_path(source: tp.Union[str, Path]) -> Path:
+    """The tokenizer file named by `source`: ``//sig/SIG`` or an XP folder (the :data:`TOKENIZER_FILE` written
+    there by a ``solver=semantic/kmeans`` XP), else `source` itself as a path (user folder expanded)."""
+    value = str(source)
+    path = Path(value).expanduser()
+    if not value.startswith(SIG_PREFIX) and not path.is_dir():
+        return path
+    try:
+        return resolve_checkpoint_path(value, name=TOKENIZER_FILE)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{value} names no semantic tokenizer: {err} A solver=semantic/kmeans XP writes "
+                                f"{TOKENIZER_FILE} there once its fit is done.") from err
 
 
 def _extractor_spec(extractor: nn.Module, source: str, variant: tp.Optional[str],
@@ -413,8 +443,11 @@ def _extractor_spec(extractor: nn.Module, source: str, variant: tp.Optional[str]
                                            "layer": int(extractor.layer), "sample_rate": int(extractor.sample_rate),
                                            "frame_rate": float(extractor.frame_rate), "variant": variant,
                                            "architecture": arch}}
+    own_spec = getattr(extractor, "tokenizer_spec", None)
+    if callable(own_spec) and getattr(extractor, "kind", None) in _extractor_classes():
+        return own_spec()
     raise ValueError(f"Cannot save a tokenizer whose extractor is a {type(extractor).__name__}: supported "
-                     f"extractors are {[klass.__name__ for klass in _EXTRACTORS.values()]}.")
+                     f"extractors are {[klass.__name__ for klass in _extractor_classes().values()]}.")
 
 
 def tokenizer_id(spec: tp.Mapping[str, tp.Any], centroids: torch.Tensor, dedup: bool) -> str:
@@ -437,10 +470,11 @@ def save_semantic_tokenizer(tokenizer: SemanticTokenizer, path: tp.Union[str, Pa
     """Write `tokenizer` to `path` (atomically) and return its id.
 
     The file (read with ``weights_only=True``) holds ``format``, ``version``, ``id``, ``extractor``
-    (``kind``: ``logmel`` or ``hubert``, and ``args``: its constructor arguments), ``centroids`` [K, D] and
-    ``dedup``. HuBERT weights are not copied: `source` is the HuBERT weights file or folder the extractor was
-    built from (required for :class:`HuBERTFeatures`), stored as an absolute path with `layer`,
-    `frame_rate`, and `variant` / `architecture` when the weights need them to be rebuilt.
+    (``kind``: ``logmel``, ``hubert``, ``mulan`` or ``consistency_ae``, and ``args``: its constructor arguments),
+    ``centroids`` [K, D] and ``dedup``. HuBERT weights are not copied: `source` is the HuBERT weights file or
+    folder the extractor was built from (required for :class:`HuBERTFeatures`), stored as an absolute path with
+    `layer`, `frame_rate`, and `variant` / `architecture` when the weights need them to be rebuilt. MuLaN and
+    consistency autoencoder extractors record their own source (``//sig/SIG`` or a path) and weights hash.
     """
     spec = _extractor_spec(tokenizer.extractor, source, variant, architecture)
     centroids = tokenizer.centroids.detach().float().cpu().clone()
@@ -453,7 +487,9 @@ def save_semantic_tokenizer(tokenizer: SemanticTokenizer, path: tp.Union[str, Pa
 
 
 def read_semantic_tokenizer_file(path: tp.Union[str, Path]) -> tp.Dict[str, tp.Any]:
-    """The checked contents of a tokenizer file written by :func:`save_semantic_tokenizer` (no model is built)."""
+    """The checked contents of a tokenizer file written by :func:`save_semantic_tokenizer` (no model is built).
+    `path` may also be ``//sig/SIG`` or an XP folder (see :func:`resolve_semantic_tokenizer_path`)."""
+    path = resolve_semantic_tokenizer_path(path)
     state = load_checkpoint(path)
     if not isinstance(state, dict) or state.get("format") != TOKENIZER_FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
@@ -463,9 +499,9 @@ def read_semantic_tokenizer_file(path: tp.Union[str, Path]) -> tp.Dict[str, tp.A
         raise ValueError(f"{path}: semantic tokenizer version {state.get('version')!r} is not supported (this code "
                          f"reads versions <= {TOKENIZER_VERSION}).")
     spec = state.get("extractor") or {}
-    if spec.get("kind") not in _EXTRACTORS or not isinstance(state.get("centroids"), torch.Tensor):
+    if spec.get("kind") not in _extractor_classes() or not isinstance(state.get("centroids"), torch.Tensor):
         raise ValueError(f"{path}: unknown extractor kind {spec.get('kind')!r} (expected one of "
-                         f"{sorted(_EXTRACTORS)}) or missing centroids.")
+                         f"{sorted(_extractor_classes())}) or missing centroids.")
     expected = tokenizer_id(spec, state["centroids"], bool(state.get("dedup")))
     if state.get("id") != expected:
         raise ValueError(f"{path}: recorded id {state.get('id')!r} does not match its contents ({expected}); "
@@ -474,12 +510,13 @@ def read_semantic_tokenizer_file(path: tp.Union[str, Path]) -> tp.Dict[str, tp.A
 
 
 def load_semantic_tokenizer(path: tp.Union[str, Path]) -> SemanticTokenizer:
-    """The :class:`SemanticTokenizer` saved at `path` (on CPU, eval mode); HuBERT weights are read from the
-    path recorded in the file. Its ``id`` attribute is the file's id."""
+    """The :class:`SemanticTokenizer` saved at `path` (a file, an XP folder or ``//sig/SIG``; on CPU, eval mode);
+    HuBERT, MuLaN and consistency autoencoder weights are read from the source recorded in the file. Its ``id``
+    attribute is the file's id."""
     state = read_semantic_tokenizer_file(path)
     spec = state["extractor"]
     args = {key: value for key, value in spec["args"].items() if value is not None}
-    extractor = _EXTRACTORS[spec["kind"]](**args)
+    extractor = _extractor_classes()[spec["kind"]](**args)
     tokenizer = SemanticTokenizer(extractor, state["centroids"], dedup=bool(state["dedup"])).eval()
     tokenizer.id = state["id"]
     return tokenizer

@@ -9,6 +9,7 @@ from __future__ import annotations
 import typing as tp
 
 import torch
+from einops import reduce
 from torch import nn
 
 from ..data.batch import lengths_to_mask
@@ -63,7 +64,19 @@ class ConvAudioTower(nn.Module):
         self.norm = nn.LayerNorm(widths[-1])
         self.proj = nn.Linear(widths[-1], dim)
 
-    def forward(self, spec: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+    @property
+    def time_stride(self) -> int:
+        """Spectrogram frames per output frame of :meth:`frame_features` (each block halves time)."""
+        return 2 ** len(self.blocks)
+
+    @property
+    def frame_dim(self) -> int:
+        """Channels of the output frames of :meth:`frame_features` (the last block's)."""
+        return self.norm.normalized_shape[0]
+
+    def feature_map(self, spec: torch.Tensor, frames: torch.Tensor) -> tp.Tuple[torch.Tensor, torch.Tensor]:
+        """Log-mel ``[B, n_mels, F]`` with frame lengths ``[B]`` -> the last block's map ``[B, C, F', T']``
+        (zero past each item's valid frames) and its valid frames ``[B]``; each block halves F and T (rounding up)."""
         if spec.dim() != 3 or spec.shape[1] != self.n_mels:
             raise ValueError(f"Expected a log-mel spectrogram [B, {self.n_mels}, F], got {tuple(spec.shape)}.")
         x = spec[:, None]
@@ -71,6 +84,16 @@ class ConvAudioTower(nn.Module):
             x, frames = block(x, frames)
         if not bool((frames > 0).all()):
             raise ValueError("An item has no valid frame: its audio is shorter than one spectrogram frame.")
+        return x, frames
+
+    def frame_features(self, spec: torch.Tensor, frames: torch.Tensor) -> tp.Tuple[torch.Tensor, torch.Tensor]:
+        """One vector per time step of :meth:`feature_map`, averaged over frequency: ``[B, T', C]``, and the
+        valid steps ``[B]``."""
+        x, frames = self.feature_map(spec, frames)
+        return reduce(x, "b c f t -> b t c", "mean"), frames
+
+    def forward(self, spec: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        x, frames = self.feature_map(spec, frames)
         valid = lengths_to_mask(frames, x.shape[-1]).to(x.dtype)  # [B, T']
         pooled = x.sum(dim=2).mul(valid[:, None]).sum(dim=-1) / (valid.sum(dim=-1, keepdim=True) * x.shape[2])
         return self.proj(self.norm(pooled))

@@ -15,7 +15,7 @@ import typing as tp
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
+from einops import rearrange, reduce
 from torch import nn
 
 from ..data.batch import lengths_to_mask
@@ -104,11 +104,25 @@ class AudioSpectrogramTransformer(nn.Module):
         mask = lengths_to_mask(valid_cols, cols).repeat_interleave(rows, dim=1)
         return patches, mask, cols
 
-    def forward(self, spec: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+    @property
+    def time_stride(self) -> int:
+        """Spectrogram frames per output frame of :meth:`frame_features`."""
+        return self.patch_time
+
+    @property
+    def frame_dim(self) -> int:
+        """Channels of the output frames of :meth:`frame_features`."""
+        return self.dim
+
+    def _embed(self, spec: torch.Tensor, frames: torch.Tensor) -> tp.Tuple[torch.Tensor, torch.Tensor, int]:
+        """Patch tokens with their positions ``[B, N, dim]``, their mask ``[B, N]`` and the time columns."""
         patches, mask, cols = self.patchify(spec, frames)
         tokens = self.post_norm(self.to_tokens(self.pre_norm(patches)))
         positions = sincos_2d(self.n_mels // self.patch_freq, cols, self.dim, device=tokens.device)
-        tokens = tokens + positions.to(tokens.dtype)
+        return tokens + positions.to(tokens.dtype), mask, cols
+
+    def forward(self, spec: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        tokens, mask, _ = self._embed(spec, frames)
         if self.training and self.patch_dropout > 0:
             tokens, mask = patch_dropout(tokens, mask, self.patch_dropout)
         if not bool(mask.any(dim=1).all()):
@@ -116,3 +130,14 @@ class AudioSpectrogramTransformer(nn.Module):
         tokens = self.transformer(tokens, mask)
         weights = mask.to(tokens.dtype)[:, :, None]
         return (tokens * weights).sum(dim=1) / weights.sum(dim=1)
+
+    def frame_features(self, spec: torch.Tensor, frames: torch.Tensor) -> tp.Tuple[torch.Tensor, torch.Tensor]:
+        """Log-mel ``[B, n_mels, F]`` with frame lengths ``[B]`` -> one vector per time column of patches
+        ``[B, ceil(F / patch_time), dim]`` (the transformer's outputs averaged over the frequency rows) and the
+        columns holding valid frames ``[B]``. No patch dropout: every patch is seen, as in eval mode."""
+        tokens, mask, cols = self._embed(spec, frames)
+        if not bool(mask.any(dim=1).all()):
+            raise ValueError("An item has no valid patch: its audio is shorter than one spectrogram frame.")
+        tokens = self.transformer(tokens, mask)
+        valid_cols = rearrange(mask, "b (t f) -> b t f", t=cols)[..., 0].sum(dim=-1)
+        return reduce(tokens, "b (t f) d -> b t d", "mean", t=cols), valid_cols

@@ -11,6 +11,7 @@ SOLVERS: tp.Dict[str, str] = {
     "consistency_ae": "audiogen_lab.solvers.consistency_ae:ConsistencyAESolver",
     "mulan": "audiogen_lab.solvers.mulan:MuLaNSolver",
     "audiolm": "audiogen_lab.solvers.audiolm:AudioLMSolver",
+    "semantic_kmeans": "audiogen_lab.solvers.semantic_kmeans:SemanticKMeansSolver",
 }
 
 
