@@ -22,7 +22,6 @@ rate divided by an integer: groups of frames are then averaged.
 """
 from __future__ import annotations
 
-import hashlib
 import typing as tp
 from pathlib import Path
 
@@ -30,22 +29,13 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from ..data.tokenize import weights_sha256 as model_sha256
 from .semantic_tokenizer import _check_wav, _pool_frames, _pooling_factor
 
 
 def _source_string(checkpoint: tp.Union[str, Path]) -> str:
     value = str(checkpoint)
     return value if value.startswith("//") else str(Path(value).expanduser().resolve())
-
-
-def _weights_sha256(model: nn.Module) -> str:
-    """sha256 of the names, dtypes, shapes and values of `model`'s state dict, 0-d tensors included."""
-    digest = hashlib.sha256()
-    for name, value in sorted(model.state_dict().items()):
-        value = value.detach().cpu().contiguous()
-        digest.update(f"{name}:{value.dtype}:{tuple(value.shape)};".encode())
-        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 class _UpstreamFeatures(nn.Module):
@@ -61,7 +51,7 @@ class _UpstreamFeatures(nn.Module):
         from ..solvers.roles import freeze
         self.source = _source_string(checkpoint)
         self.model = freeze(load_model(self.source, family=self.family))
-        self.weights_sha256 = _weights_sha256(self.model)
+        self.weights_sha256 = model_sha256(self.model)
         if weights_sha256 is not None and weights_sha256 != self.weights_sha256:
             raise ValueError(f"checkpoint={self.source} now holds other weights than the {self.kind} model this "
                              f"tokenizer was fitted on (sha256 {self.weights_sha256[:12]}, expected "
