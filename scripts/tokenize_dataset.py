@@ -1,10 +1,12 @@
 #!/usr/bin/env python
-"""Tokenize the audio of a manifest once, for token language models: acoustic codes and semantic ids.
+"""Tokenize the audio of a manifest once, for token language models: acoustic codes, semantic ids and MuLaN
+conditioning tokens.
 
     python scripts/tokenize_dataset.py MANIFEST OUT --compression-model //sig/SIG --n-q 4 \\
-        --semantic-tokenizer tok.th [--max-seconds 30] [--batch-size 8] [--device cuda] [--overwrite]
+        --semantic-tokenizer tok.th [--mulan //sig/MULAN [--mulan-window 10]] [--max-seconds 30] \\
+        [--batch-size 8] [--device cuda] [--overwrite]
 
-Writes OUT/acoustic/ and / or OUT/semantic/, token folders read by
+Writes OUT/acoustic/, OUT/semantic/ and / or OUT/mulan/, token folders read by
 audiogen_lab.data.token_dataset.TokenShardDataset, whose items line up (same files, same order); see
 audiogen_lab.data.tokenize for the metadata and the chunking of long files.
 """
@@ -26,11 +28,15 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='scripts/tokenize_dataset.py', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('manifest', help="manifest file, or folder holding data.jsonl[.gz]")
-    parser.add_argument('out_folder', help="gets acoustic/ and / or semantic/")
+    parser.add_argument('out_folder', help="gets acoustic/, semantic/ and / or mulan/")
     parser.add_argument('--compression-model', default=None,
                         help="//sig/SIG, an XP folder, a checkpoint, an export or //pretrained/NAME")
     parser.add_argument('--n-q', type=int, default=None, help="codebooks kept (default: the model's)")
     parser.add_argument('--semantic-tokenizer', default=None, help="file written by save_semantic_tokenizer")
+    parser.add_argument('--mulan', default=None,
+                        help="a trained MuLaN (//sig/SIG, ...) with its fitted quantizer: MuLaN tokens for MusicLM")
+    parser.add_argument('--mulan-window', type=float, default=None,
+                        help="seconds of audio per MuLaN token column (default: the MuLaN's training crop)")
     parser.add_argument('--batch-size', type=int, default=8, help="chunks of equal length encoded together")
     parser.add_argument('--device', default='cpu', help="cpu or cuda")
     parser.add_argument('--max-seconds', type=float, default=None,
@@ -55,11 +61,12 @@ def summary(folders: tp.Mapping[str, Path], seconds_taken: float) -> str:
 def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
     """Tokenize with the command-line arguments `argv`, print the summary; returns the exit code."""
     args = _parser().parse_args(argv)
-    if args.compression_model is None and args.semantic_tokenizer is None:
-        _parser().error("pass --compression-model and / or --semantic-tokenizer")
+    if args.compression_model is None and args.semantic_tokenizer is None and args.mulan is None:
+        _parser().error("pass --compression-model, --semantic-tokenizer and / or --mulan")
     begin = time.time()
     folders = tokenize_manifest(args.manifest, args.out_folder, compression_model=args.compression_model,
-                                n_q=args.n_q, semantic_tokenizer=args.semantic_tokenizer,
+                                n_q=args.n_q, semantic_tokenizer=args.semantic_tokenizer, mulan=args.mulan,
+                                mulan_window=args.mulan_window,
                                 batch_size=args.batch_size, device=args.device, max_seconds=args.max_seconds,
                                 overwrite=args.overwrite)
     print(summary(folders, time.time() - begin))

@@ -11,6 +11,10 @@ slowest stream so that every stream starts on a whole frame of it; stream `s` (f
 reads frames `[round(t0 * r_s), round(t0 * r_s) + round(segment_duration * r_s))`. An item's usable
 duration `d` is that of its shortest stream: an item shorter than the segment (or every item when
 `segment_duration` is None) gives each stream its first `floor(d * r_s)` frames.
+
+Conditioning streams (``meta.extra['conditioning']``, e.g. MuLaN tokens with one column per 10 s window) do
+not count in an item's duration nor in the grid: each crop reads the one column whose window holds the
+crop's middle, `[K, 1]` (length 1).
 """
 import logging
 import typing as tp
@@ -29,7 +33,8 @@ class PairedTokenDataset(torch.utils.data.IterableDataset):
     """Time-aligned crops of several token folders, iterated across ranks and DataLoader workers.
 
     Yields item dicts `streams` `{name: long [K_name, T_name]}` (zero-padded to the segment with `pad`),
-    `stream_lengths` `{name: int}` (real frames of each stream), `length` (real frames of the first stream)
+    `stream_lengths` `{name: int}` (real frames of each stream), `length` (real frames of the first timed
+    stream)
     and `path` (the items' common source). `batch.collate` turns them into `streams [B, K, T]` and
     `stream_masks [B, T]` per name.
 
@@ -73,13 +78,19 @@ class PairedTokenDataset(torch.utils.data.IterableDataset):
                                  f"{dataset.sources[mismatch]}; the folders of streams {first_name!r} and "
                                  f"{stream!r} are not aligned.")
         self.rates = {stream: dataset.meta.frame_rate for stream, dataset in self.datasets.items()}
-        self.grid_rate = min(self.rates.values())  # crops start on a frame of the slowest stream
+        self.conditioning = [s for s, dataset in self.datasets.items() if dataset.meta.extra.get('conditioning')]
+        timed = self.timed_streams = [s for s in self.stream_names if s not in self.conditioning]
+        if not timed:
+            raise ValueError(f"{name}: every stream ({self.stream_names}) is a conditioning stream; add the token "
+                             "stream(s) to model, e.g. semantic or acoustic.")
+        self.grid_rate = min(self.rates[s] for s in timed)  # crops start on a frame of the slowest stream
         # Usable duration of each item (seconds): that of its shortest stream.
-        self.durations = [min(self.datasets[s].entries[i][2] / self.rates[s] for s in self.stream_names)
+        self.durations = [min(self.datasets[s].entries[i][2] / self.rates[s] for s in timed)
                           for i in range(len(first.entries))]
         self.segment_duration = segment_duration
         self.segment_frames = (None if segment_duration is None else
-                               {s: max(1, round(segment_duration * rate)) for s, rate in self.rates.items()})
+                               {s: 1 if s in self.conditioning else max(1, round(segment_duration * rate))
+                                for s, rate in self.rates.items()})
         self.plan = ItemPlan(torch.tensor(self.durations, dtype=torch.float64), shuffle, num_samples, seed)
         self.pad = pad
         self.block_size = block_size
@@ -125,9 +136,14 @@ class PairedTokenDataset(torch.utils.data.IterableDataset):
             grid_crop = min(grid_total, max(1, round(self.segment_duration * self.grid_rate)))
             t0 = int(position * (grid_total - grid_crop + 1)) / self.grid_rate
         streams, lengths = {}, {}
+        span = duration if limited else min(self.segment_duration, duration)  # type: ignore[type-var]
         for stream in self.stream_names:
             rate = self.rates[stream]
             length = self.datasets[stream].entries[entry][2]
+            if stream in self.conditioning:  # the window holding the crop's middle
+                column = min(int((t0 + span / 2) * rate), length - 1)
+                streams[stream], lengths[stream] = self._read(stream, entry, column, 1), 1
+                continue
             start = min(round(t0 * rate), length)
             want = int(np.floor(duration * rate + 1e-6)) if limited else self.segment_frames[stream]
             frames = max(0, min(want, length - start))
@@ -135,7 +151,7 @@ class PairedTokenDataset(torch.utils.data.IterableDataset):
             if self.pad and self.segment_frames is not None and frames < self.segment_frames[stream]:
                 codes = F.pad(codes, (0, self.segment_frames[stream] - frames))
             streams[stream], lengths[stream] = codes, frames
-        return {'streams': streams, 'stream_lengths': lengths, 'length': lengths[self.stream_names[0]],
+        return {'streams': streams, 'stream_lengths': lengths, 'length': lengths[self.timed_streams[0]],
                 'path': self.datasets[self.stream_names[0]].sources[entry]}
 
     def __iter__(self) -> tp.Iterator[tp.Dict[str, tp.Any]]:

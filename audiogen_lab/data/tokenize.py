@@ -11,9 +11,13 @@ per kind (see :mod:`audiogen_lab.data.token_dataset`):
   save_semantic_tokenizer`); `meta.model` is the file's ``id``, `extra['tokenizer']` its path. With a
   ``dedup`` tokenizer, runs of equal ids are collapsed over the whole file (T' is then no longer
   ``duration * frame_rate``).
+- `mulan/`: MuLaN conditioning tokens `[L, n]` (MusicLM) of a trained MuLaN and its fitted quantizer, one
+  column per window of ``mulan_window`` seconds; `extra` marks the stream ``conditioning`` (read as one
+  column per crop by :class:`~audiogen_lab.data.paired_token_dataset.PairedTokenDataset`) and holds the
+  quantizer file's sha256, so that tokens of an earlier fit of the quantizer are refused.
 
 Both folders list the same items in the same order (manifest order), each named after its source audio
-file: item `i` of `acoustic/` and of `semantic/` come from the same file. Files that cannot be read, or
+file: item `i` of `acoustic/`, `semantic/` and `mulan/` come from the same file. Files that cannot be read, or
 that give no frame to one of the models, are skipped for every kind and listed in `extra['skipped']`.
 
 Long files: with `max_seconds`, a file is cut into non-overlapping chunks of `max_seconds` (rounded down
@@ -46,9 +50,10 @@ from .token_dataset import META_NAME, PathLike, TokenShardMeta, load_token_meta,
 
 logger = logging.getLogger(__name__)
 
-ACOUSTIC, SEMANTIC = 'acoustic', 'semantic'
+ACOUSTIC, SEMANTIC, MULAN = 'acoustic', 'semantic', 'mulan'
 #: config key naming the producer expected for each kind of tokens
-PRODUCER_KEYS = {ACOUSTIC: 'compression_model_checkpoint', SEMANTIC: 'semantic_tokenizer_checkpoint'}
+PRODUCER_KEYS = {ACOUSTIC: 'compression_model_checkpoint', SEMANTIC: 'semantic_tokenizer_checkpoint',
+                 MULAN: 'mulan_checkpoint'}
 
 
 @dataclass
@@ -79,6 +84,7 @@ def weights_sha256(model: torch.nn.Module) -> str:
     for name, value in sorted(model.state_dict().items()):
         value = value.detach().cpu().contiguous()
         digest.update(f"{name}:{value.dtype}:{tuple(value.shape)};".encode())
+        value = value.reshape(-1)  # 0-d tensors (e.g. a temperature) cannot be viewed as bytes
         digest.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b'')
     return digest.hexdigest()
 
@@ -135,6 +141,38 @@ def _semantic_producer(path: str, device: tp.Union[str, torch.device]) -> _Produ
         return tokenizer.encode(wav[:, 0].to(device), tokenizer.sample_rate)[:, None]
 
     return _Producer(SEMANTIC, meta, 1, _hop(tokenizer.sample_rate, tokenizer.frame_rate), encode, dedup=dedup)
+
+
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _mulan_producer(source: str, window: tp.Optional[float], device: tp.Union[str, torch.device]) -> _Producer:
+    """MuLaN tokens `[L, n]` of a file: one column per window of `window` seconds (default: the MuLaN's training
+    crop, ``dataset.segment_duration``), ``n = max(1, round(T / window))``, the last window taking the rest."""
+    from ..models.mulan_conditioner import load_mulan_conditioner, quantizer_path
+    from ..solvers.loading import read_package
+    conditioner = load_mulan_conditioner(source, device=device)
+    if window is None:
+        window = float(read_package(source).cfg.dataset.get('segment_duration') or 10.0)
+    if window <= 0:
+        raise ValueError(f"mulan_window must be > 0 seconds, got {window}.")
+    sample_rate = int(conditioner.mulan.sample_rate)
+    hop = max(1, int(round(window * sample_rate)))
+    extra = {'kind': MULAN, 'conditioning': True, 'window_seconds': hop / sample_rate, 'signature': _signature(source),
+             'weights_sha256': weights_sha256(conditioner),
+             'quantizer_sha256': _file_sha256(quantizer_path(source))}
+    meta = TokenShardMeta(model=source, frame_rate=sample_rate / hop, cardinality=conditioner.codebook_size,
+                          num_codebooks=conditioner.num_levels, sample_rate=sample_rate, extra=extra)
+
+    def encode(wav: torch.Tensor) -> torch.Tensor:
+        length = wav.shape[-1]
+        count = max(1, round(length / hop))
+        bounds = [(i * hop, length if i == count - 1 else (i + 1) * hop) for i in range(count)]
+        return torch.stack([conditioner.tokens_from_audio(wav[..., a:b].to(device), sample_rate)
+                            for a, b in bounds], dim=-1)
+
+    return _Producer(MULAN, meta, 1, hop, encode)
 
 
 def split_chunks(length: int, chunk: tp.Optional[int]) -> tp.List[tp.Tuple[int, int]]:
@@ -254,7 +292,8 @@ class _Spill:
 
 def tokenize_manifest(manifest: PathLike, out_folder: PathLike, *, compression_model: tp.Optional[str] = None,
                       n_q: tp.Optional[int] = None, semantic_tokenizer: tp.Optional[str] = None,
-                      batch_size: int = 8, device: tp.Union[str, torch.device] = 'cpu',
+                      mulan: tp.Optional[str] = None, mulan_window: tp.Optional[float] = None, batch_size: int = 8,
+                      device: tp.Union[str, torch.device] = 'cpu',
                       max_seconds: tp.Optional[float] = None, overwrite: bool = False) -> tp.Dict[str, Path]:
     """Write the token folders of the audio of `manifest` under `out_folder` (see the module docstring).
 
@@ -265,19 +304,23 @@ def tokenize_manifest(manifest: PathLike, out_folder: PathLike, *, compression_m
             ``//pretrained/NAME``); recorded as given in `meta.model`.
         n_q: codebooks kept (default: the model's current number).
         semantic_tokenizer: tokenizer file written by ``save_semantic_tokenizer``.
+        mulan: a trained MuLaN (``//sig/SIG``, ...) whose quantizer was fitted: its tokens `[L, n]` per
+            window of `mulan_window` seconds go to `mulan/`, a conditioning stream (MusicLM).
+        mulan_window: seconds per MuLaN window (default: the MuLaN's training crop).
         batch_size: chunks of equal length encoded together.
         device: where the models run.
         max_seconds: encode long files in non-overlapping chunks of this many seconds.
         overwrite: replace existing token folders.
     Returns:
-        the folder written for each kind, ``{'acoustic': ..., 'semantic': ...}``.
+        the folder written for each kind, ``{'acoustic': ..., 'semantic': ..., 'mulan': ...}``.
     """
-    if compression_model is None and semantic_tokenizer is None:
-        raise ValueError("Nothing to tokenize: pass compression_model and / or semantic_tokenizer.")
+    if compression_model is None and semantic_tokenizer is None and mulan is None:
+        raise ValueError("Nothing to tokenize: pass compression_model, semantic_tokenizer and / or mulan.")
     if batch_size < 1 or (max_seconds is not None and max_seconds <= 0):
         raise ValueError(f"batch_size must be >= 1 and max_seconds > 0 or None, got {batch_size}, {max_seconds}.")
     out_folder = Path(out_folder)
-    kinds = [kind for kind, given in ((ACOUSTIC, compression_model), (SEMANTIC, semantic_tokenizer)) if given]
+    kinds = [kind for kind, given in ((ACOUSTIC, compression_model), (SEMANTIC, semantic_tokenizer),
+                                      (MULAN, mulan)) if given]
     folders = {kind: out_folder / kind for kind in kinds}
     for folder in folders.values():
         if (folder / META_NAME).exists() and not overwrite:
@@ -288,6 +331,8 @@ def tokenize_manifest(manifest: PathLike, out_folder: PathLike, *, compression_m
         producers.append(_acoustic_producer(compression_model, n_q, device))
     if semantic_tokenizer is not None:
         producers.append(_semantic_producer(semantic_tokenizer, device))
+    if mulan is not None:
+        producers.append(_mulan_producer(mulan, mulan_window, device))
     stats: tp.Dict[str, tp.Any] = {'seconds': 0., 'skipped': []}
     spill_root = out_folder / '.tokenize_spill'
     spills = [_Spill(spill_root / producer.kind, producer.meta.num_codebooks) for producer in producers[1:]]
@@ -370,6 +415,13 @@ def check_token_producer(folder: PathLike, expected_model: str, kind: str) -> To
     else:
         matches, shown = _same_model(meta.model, expected_model), repr(expected_model)
         found = f"{meta.model!r}" + (f" (signature {meta.extra['signature']})" if meta.extra.get('signature') else '')
+    if matches and kind == MULAN and meta.extra.get('quantizer_sha256'):
+        from ..models.mulan_conditioner import quantizer_path
+        path = quantizer_path(expected_model)
+        if path.exists() and _file_sha256(path) != meta.extra['quantizer_sha256']:
+            raise ValueError(f"{Path(folder) / META_NAME}: its MuLaN tokens were made with another fit of the "
+                             f"quantizer of {expected_model!r} than {path} holds now: tokenize the data again "
+                             "(scripts/tokenize_dataset.py --mulan).")
     if not matches:
         raise ValueError(f"{Path(folder) / META_NAME}: its {kind} tokens were produced by {found}, but "
                          f"{key}={shown}. Tokenize the data again with that model (scripts/tokenize_dataset.py) "

@@ -15,6 +15,13 @@ Predictions of prefix tokens are weighted by ``audiolm.prefix_loss_weight`` (Aud
 Shards are checked against their producers before training: semantic ones against
 ``semantic_tokenizer_checkpoint``, acoustic ones against ``compression_model_checkpoint`` (when set).
 
+MuLaN conditioning (MusicLM, ``audiolm.conditioning: mulan``): every stage reads ``dataset.kind:
+paired_tokens`` with a ``mulan`` stream (``scripts/tokenize_dataset.py --mulan``; checked against
+``mulan_checkpoint``) and its model is a :class:`~audiogen_lab.models.conditioned_lm.ConditionedLM` owning
+the embedding table of the MuLaN tokens under the stage's namespace; the tokens of the window holding a
+crop's middle prefix its row, replaced by the learned null prefix with probability
+``audiolm.cond_drop_prob`` (classifier-free guidance at sampling time).
+
 Metrics: ``ce`` (the weighted loss, which selects the best state), ``accuracy`` and ``entropy`` on the
 target tokens, ``ce_level_k`` / ``accuracy_level_k`` per RVQ level of acoustic targets, and on valid
 ``unigram_ce``: the target tokens' cross-entropy under the train split's unigram distribution, the
@@ -37,6 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.token_dataset import TokenShardDataset
+from ..models.conditioned_lm import ConditionedLM
 from ..models.token_layout import AcousticLayout, ConcatVocab, SemanticLayout
 from ..models.token_sequences import IGNORE, Sequences, pack_sequences, per_level_metrics, weighted_ce
 from ..modules.lm_transformer import LMTransformer
@@ -46,6 +54,9 @@ from .base import StandardSolver
 
 STAGES = ("semantic", "coarse", "fine")
 STAGE_KINDS = {"semantic": "tokens", "coarse": "paired_tokens", "fine": "tokens"}
+#: the token stream each stage predicts
+TARGET_STREAM = {"semantic": "semantic", "coarse": "acoustic", "fine": "acoustic"}
+CONDITIONING = ("mulan",)
 
 Layout = tp.Union[SemanticLayout, AcousticLayout]
 
@@ -111,7 +122,14 @@ class AudioLMSolver(StandardSolver):
         stage = self.cfg.audiolm.stage
         if stage not in STAGES:
             raise ValueError(f"audiolm.stage={stage!r} is unknown; choose one of {list(STAGES)}.")
-        if self.cfg.dataset.kind != STAGE_KINDS[stage]:
+        conditioning = _conditioning(self.cfg.audiolm)
+        if conditioning:
+            streams = list(self.cfg.dataset.get("streams") or [])
+            if self.cfg.dataset.kind != "paired_tokens" or conditioning not in streams:
+                raise ValueError(f"audiolm.conditioning={conditioning} reads the {conditioning} tokens with the "
+                                 f"{stage} stage's: set dataset.kind=paired_tokens and dataset.streams to include "
+                                 f"{conditioning!r} (e.g. {_conditioned_streams(stage)}).")
+        elif self.cfg.dataset.kind != STAGE_KINDS[stage]:
             raise ValueError(f"The AudioLM {stage} stage reads dataset.kind={STAGE_KINDS[stage]} "
                              f"(token shards from scripts/tokenize_dataset.py), not {self.cfg.dataset.kind!r}.")
         for split in ("train", "valid"):
@@ -125,17 +143,16 @@ class AudioLMSolver(StandardSolver):
                 self._check_producer(kind, meta_folder)
 
     def _check_producer(self, kind: str, folder: tp.Any) -> None:
-        key = "semantic_tokenizer_checkpoint" if kind == "semantic" else "compression_model_checkpoint"
-        expected = self.cfg.get(key)
+        from ..data.tokenize import PRODUCER_KEYS, check_token_producer
+        expected = self.cfg.get(PRODUCER_KEYS[kind])
         if expected:
-            from ..data.tokenize import check_token_producer
             check_token_producer(folder, str(expected), kind)
 
     @classmethod
-    def build_model_from_config(cls, cfg: tp.Any, name: str) -> LMTransformer:
+    def build_model_from_config(cls, cfg: tp.Any, name: str) -> tp.Union[LMTransformer, ConditionedLM]:
         if name != "model":
             raise KeyError(f"AudioLM checkpoints hold one model, 'model', not {name!r}.")
-        return LMTransformer(vocab_size=stage_plan(cfg.audiolm).vocab.vocab_size, **dict_from_config(cfg.lm))
+        return build_stage_model(cfg)
 
     def _read_shapes(self) -> None:
         """Fill the cardinalities and level counts of ``audiolm`` from the train shards (stored with the
@@ -149,6 +166,14 @@ class AudioLMSolver(StandardSolver):
         if "acoustic" in metas:
             found["acoustic_cardinality"] = metas["acoustic"].cardinality
             found["num_acoustic_levels"] = metas["acoustic"].num_codebooks
+        conditioning = _conditioning(self.cfg.audiolm)
+        if conditioning:
+            levels, shard_levels = self.cfg.audiolm.get("cond_levels"), metas[conditioning].num_codebooks
+            if levels is not None and not 1 <= int(levels) <= shard_levels:
+                raise ValueError(f"audiolm.cond_levels={levels} must be in [1, {shard_levels}] (the levels of the "
+                                 f"{conditioning} shards).")
+            self.cfg.audiolm.cond_levels = shard_levels if levels is None else int(levels)
+            found["cond_cardinality"] = metas[conditioning].cardinality
         for key, value in found.items():
             set_value = self.cfg.audiolm.get(key)
             if set_value is not None and int(set_value) != value:
@@ -162,7 +187,7 @@ class AudioLMSolver(StandardSolver):
     def build_model(self) -> None:
         self._read_shapes()
         self.plan = stage_plan(self.cfg.audiolm)
-        model = LMTransformer(vocab_size=self.plan.vocab.vocab_size, **dict_from_config(self.cfg.lm)).to(self.device)
+        model = build_stage_model(self.cfg).to(self.device)
         self.register_model("model", model)
         optimizer = builders.get_optimizer(model, self.cfg.optim)
         scheduler = builders.get_lr_scheduler_from_config(optimizer, self.cfg.schedule, self.total_updates)
@@ -195,9 +220,10 @@ class AudioLMSolver(StandardSolver):
         stage, plan = self.cfg.audiolm.stage, self.plan
         offset = plan.vocab.offset(plan.target_part)
         if stage == "semantic":
-            ids, mask = batch["tokens"][:, 0], batch["mask"]
+            ids, mask = _stream(batch, "semantic")
+            ids = ids[:, 0]
             return plan.target.flatten(ids) + offset, mask.sum(-1), ids.shape[-1]
-        codes, mask = _acoustic(batch, stage)
+        codes, mask = _stream(batch, "acoustic")
         levels = plan.target.num_levels  # type: ignore[union-attr]
         first = 0 if stage == "coarse" else int(self.cfg.audiolm.num_coarse)
         flat = plan.target.flatten(codes[:, first:first + levels]) + offset
@@ -208,9 +234,9 @@ class AudioLMSolver(StandardSolver):
         if stage == "semantic":
             return None, None
         if stage == "coarse":
-            ids, mask = batch["streams"]["semantic"][:, 0], batch["stream_masks"]["semantic"]
-            return plan.prefix.flatten(ids), mask.sum(-1)  # type: ignore[union-attr]
-        codes, mask = _acoustic(batch, stage)
+            ids, mask = _stream(batch, "semantic")
+            return plan.prefix.flatten(ids[:, 0]), mask.sum(-1)  # type: ignore[union-attr]
+        codes, mask = _stream(batch, "acoustic")
         levels = int(self.cfg.audiolm.num_coarse)
         return plan.prefix.flatten(codes[:, :levels]), mask.sum(-1) * levels  # type: ignore[union-attr]
 
@@ -218,7 +244,7 @@ class AudioLMSolver(StandardSolver):
         """The packed rows of a batch of the split `stage` (see :func:`pack_sequences`)."""
         target, lengths, _ = self._target(batch)
         prefix, prefix_lengths = self._prefix(batch)
-        crop = _crop_frames(self.dataloaders[stage].dataset, self.cfg.audiolm.stage)
+        crop = _crop_frames(self.dataloaders[stage].dataset, TARGET_STREAM[self.cfg.audiolm.stage])
         ended = (torch.ones_like(lengths, dtype=torch.bool) if crop is None
                  else lengths < crop * self.plan.target_levels)  # the item ended before the crop did
         seq = pack_sequences(target.to(self.device), lengths.to(self.device), ended.to(self.device),
@@ -228,13 +254,27 @@ class AudioLMSolver(StandardSolver):
                              prefix_weight=float(self.cfg.audiolm.get("prefix_loss_weight") or 0.0))
         return seq
 
+    def conditioning_for(self, batch: tp.Dict[str, tp.Any]) -> tp.Tuple[torch.Tensor, torch.Tensor]:
+        """The conditioning tokens ``[B, cond_levels]`` of a batch and the rows ``[B]`` (bool) whose conditioning
+        is dropped: each with probability ``audiolm.cond_drop_prob`` in training, none otherwise."""
+        tokens, _ = _stream(batch, _conditioning(self.cfg.audiolm))
+        cond = tokens[:, :int(self.cfg.audiolm.cond_levels), 0].to(self.device)
+        rate = float(self.cfg.audiolm.get("cond_drop_prob") or 0.0) if self.is_training else 0.0
+        drop = torch.rand(cond.shape[0], device=self.device) < rate
+        return cond, drop
+
     # ------------------------------------------------------------------ steps
     def run_step(self, idx: int, batch: tp.Any, metrics: dict) -> dict:
         seq = self.sequences_for(self.current_stage, batch)
-        model: LMTransformer = self.model  # type: ignore[attr-defined]
+        model = self.model  # type: ignore[attr-defined]
         with torch.set_grad_enabled(self.is_training):
             with self.autocast:
-                logits = model(seq.inputs)
+                if isinstance(model, ConditionedLM):
+                    cond, drop = self.conditioning_for(batch)
+                    logits = model(seq.inputs, cond, drop)
+                    metrics["cond_dropped"] = drop.float().mean()
+                else:
+                    logits = model(seq.inputs)
             logits = logits.float()
             ce = weighted_ce(logits, seq)
         with torch.no_grad():
@@ -299,19 +339,40 @@ class AudioLMSolver(StandardSolver):
 
 
 # ---------------------------------------------------------------------- dataset access
-def _acoustic(batch: tp.Dict[str, tp.Any], stage: str) -> tp.Tuple[torch.Tensor, torch.Tensor]:
-    if stage == "coarse":
-        return batch["streams"]["acoustic"], batch["stream_masks"]["acoustic"]
+def build_stage_model(cfg: tp.Any) -> tp.Union[LMTransformer, ConditionedLM]:
+    """The LM of ``cfg.audiolm.stage`` (a :class:`ConditionedLM` owning its table under the stage's namespace
+    when ``audiolm.conditioning`` is set; the shapes must have been read from the shards)."""
+    lm = LMTransformer(vocab_size=stage_plan(cfg.audiolm).vocab.vocab_size, **dict_from_config(cfg.lm))
+    if not _conditioning(cfg.audiolm):
+        return lm
+    return ConditionedLM(lm, int(cfg.audiolm.cond_levels), int(cfg.audiolm.cond_cardinality), cfg.audiolm.stage)
+
+
+def _conditioning(audiolm_cfg: tp.Any) -> tp.Optional[str]:
+    name = audiolm_cfg.get("conditioning")
+    if name is not None and name not in CONDITIONING:
+        raise ValueError(f"audiolm.conditioning={name!r} is unknown; choose null or one of {list(CONDITIONING)}.")
+    return name
+
+
+def _conditioned_streams(stage: str) -> tp.List[str]:
+    return {"semantic": ["semantic"], "coarse": ["semantic", "acoustic"], "fine": ["acoustic"]}[stage] + ["mulan"]
+
+
+def _stream(batch: tp.Dict[str, tp.Any], name: str) -> tp.Tuple[torch.Tensor, torch.Tensor]:
+    """Tokens ``[B, K, T]`` and mask ``[B, T]`` of stream `name` of a paired batch, or of a single-stream batch."""
+    if "streams" in batch:
+        return batch["streams"][name], batch["stream_masks"][name]
     return batch["tokens"], batch["mask"]
 
 
 def _stream_datasets(dataset: tp.Any, stage: str) -> tp.Dict[str, TokenShardDataset]:
-    """The token dataset of each stream a stage reads, by kind (``semantic`` / ``acoustic``)."""
-    if stage == "coarse":
+    """The token dataset of each stream a stage reads, by kind (``semantic`` / ``acoustic`` / ``mulan``)."""
+    if hasattr(dataset, "datasets"):
         return dict(dataset.datasets)
     if not isinstance(dataset, TokenShardDataset):
         raise TypeError(f"Expected a token shard dataset, got {type(dataset).__name__}.")
-    return {"semantic" if stage == "semantic" else "acoustic": dataset}
+    return {TARGET_STREAM[stage]: dataset}
 
 
 def _stream_folders(dataset: tp.Any, stage: str) -> tp.Dict[str, tp.Any]:
@@ -322,12 +383,12 @@ def _stream_metas(dataset: tp.Any, stage: str) -> tp.Dict[str, tp.Any]:
     return {kind: ds.meta for kind, ds in _stream_datasets(dataset, stage).items()}
 
 
-def _crop_frames(dataset: tp.Any, stage: str) -> tp.Optional[int]:
-    """Frames of the target stream in a crop, or None for whole items."""
+def _crop_frames(dataset: tp.Any, target: str) -> tp.Optional[int]:
+    """Frames of the `target` stream in a crop, or None for whole items."""
     if isinstance(dataset, TokenShardDataset):
         return dataset.segment_frames
     frames = dataset.segment_frames
-    return None if frames is None else frames["acoustic"]
+    return None if frames is None else frames[target]
 
 
 def _num_codes(layout: Layout) -> int:

@@ -182,7 +182,7 @@ def test_check_token_producer(tiny_dataset, codec_sig, semantic_file, tmp_path):
 
 
 def test_errors(tiny_dataset, tmp_path):
-    with pytest.raises(ValueError, match='compression_model and / or semantic_tokenizer'):
+    with pytest.raises(ValueError, match='compression_model, semantic_tokenizer and / or mulan'):
         tokenize_manifest(tiny_dataset / 'train', tmp_path / 'out')
     with pytest.raises(SystemExit):
         tokenize_script.main([str(tiny_dataset / 'train'), str(tmp_path / 'out')])
