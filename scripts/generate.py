@@ -1,11 +1,17 @@
 #!/usr/bin/env python
-"""Generate audio with three trained AudioLM stages and write a wav file and a spectrogram PNG per sample.
+"""Generate audio with three trained AudioLM (or MusicLM) stages; write a wav file and a spectrogram PNG per sample.
 
     python scripts/generate.py --semantic //sig/S1 --coarse //sig/S2 --fine //sig/S3 --duration 4 \
         --num-samples 2 --top-k 50 --seed 0 --out samples/
+    python scripts/generate.py --semantic //sig/M1 --coarse //sig/M2 --fine //sig/M3 --duration 10 \
+        --text "a calm piano melody" --text "fast drums" --cfg 3 --num-candidates 4 --out samples/
+    python scripts/generate.py ... --prompt intro.wav --duration 8      # continue the first seconds of a file
 
 The codec is the coarse stage's `compression_model_checkpoint` unless `--codec` names one; the semantic rate
-is that of the semantic stage's tokenizer unless `--semantic-rate` is given.
+is that of the semantic stage's tokenizer unless `--semantic-rate` is given. With `--text` the stages must be
+MusicLM's (``solver=musiclm/...``): samples are guided by the texts' MuLaN tokens (`--cfg`), and each is the
+best of `--num-candidates` by MuLaN similarity to its text (`--mulan` defaults to the semantic stage's
+``mulan_checkpoint``). Files are named ``sample_NNN`` in the order texts x samples.
 """
 from __future__ import annotations
 
@@ -17,8 +23,8 @@ from pathlib import Path
 
 import torch
 
-from audiogen_lab.data.audio import audio_write
-from audiogen_lab.models.audiolm import AudioLM
+from audiogen_lab.data.audio import audio_read, audio_write
+from audiogen_lab.models.audiolm import AudioLM, MusicLM
 from audiogen_lab.utils.spectrogram_png import log_mel_image, write_png
 
 
@@ -34,14 +40,30 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--top-k", type=int, default=None)
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--text", action="append", default=None, help="a text to condition on (MusicLM; repeat)")
+    parser.add_argument("--cfg", type=float, default=3.0, help="classifier-free guidance scale with --text")
+    parser.add_argument("--num-candidates", type=int, default=1, help="draws per sample, best kept by MuLaN")
+    parser.add_argument("--mulan", default=None, help="MuLaN (default: the semantic stage's mulan_checkpoint)")
+    parser.add_argument("--prompt", type=Path, default=None, help="audio file whose start is continued")
+    parser.add_argument("--prompt-seconds", type=float, default=None, help="seconds of --prompt kept (default all)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=Path("samples"))
     args = parser.parse_args(argv)
-    lm = AudioLM.from_checkpoints(args.semantic, args.coarse, args.fine, codec=args.codec,
-                                  semantic_rate=args.semantic_rate, device=args.device)
+    prompt, prompt_rate = None, None
+    if args.prompt is not None:
+        prompt, prompt_rate = audio_read(args.prompt, duration=args.prompt_seconds or -1.0)
+    common = dict(num_samples=args.num_samples, temperature=args.temperature, top_k=args.top_k, seed=args.seed,
+                  prompt_wave=prompt, prompt_sample_rate=prompt_rate)
     start = time.time()
-    audio = lm.generate(args.duration, num_samples=args.num_samples, temperature=args.temperature,
-                        top_k=args.top_k, seed=args.seed).cpu()
+    if args.text or args.mulan:
+        lm = MusicLM.from_checkpoints(args.semantic, args.coarse, args.fine, codec=args.codec,
+                                      semantic_rate=args.semantic_rate, device=args.device, mulan=args.mulan)
+        audio = lm.generate(args.duration, text=args.text, cfg=args.cfg, num_candidates=args.num_candidates,
+                            **common).cpu()
+    else:
+        lm = AudioLM.from_checkpoints(args.semantic, args.coarse, args.fine, codec=args.codec,
+                                      semantic_rate=args.semantic_rate, device=args.device)
+        audio = lm.generate(args.duration, **common).cpu()
     args.out.mkdir(parents=True, exist_ok=True)
     rate = lm.codec.sample_rate
     for index, wav in enumerate(audio):

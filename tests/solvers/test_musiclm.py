@@ -22,7 +22,7 @@ from audiogen_lab.solvers.builders import get_solver
 from audiogen_lab.train import main
 from audiogen_lab.utils import checkpoint
 
-from ..conftest import experiments_folder
+from ..conftest import experiments_folder, load_script
 from .test_audiolm_solver import _codec_file
 
 LEVELS, CODES = 3, 8
@@ -124,7 +124,7 @@ def test_a_conditioned_stage_needs_the_mulan_stream_and_its_producer(music_token
 
 
 @pytest.mark.slow
-def test_musiclm_generates_from_text_with_guidance_and_reranking(music_tokens, tmp_path):
+def test_musiclm_generates_from_text_with_guidance_and_reranking(music_tokens, tmp_path, tiny_dataset):
     from audiogen_lab.models.audiolm import MusicLM
     sigs = {}
     with experiments_folder(tmp_path):
@@ -135,6 +135,17 @@ def test_musiclm_generates_from_text_with_guidance_and_reranking(music_tokens, t
                 get_solver(xp.cfg).run()
             sigs[stage] = f"//sig/{xp.sig}"
         lm = MusicLM.from_checkpoints(sigs["semantic"], sigs["coarse"], sigs["fine"])
+        out = tmp_path / "samples"
+        clip = find_audio_files(tiny_dataset / "train")[0].path
+        assert load_script("generate").main(["--semantic", sigs["semantic"], "--coarse", sigs["coarse"], "--fine",
+                                             sigs["fine"], "--duration", "0.6", "--text", "a drone", "--text", "noise",
+                                             "--num-candidates", "2", "--cfg", "2", "--prompt", str(clip),
+                                             "--prompt-seconds", "0.3", "--seed", "0", "--device", "cpu",
+                                             "--out", str(out)]) == 0
+    for index in range(2):  # one sample per text, each continuing the prompt
+        wav, rate = audio_read(out / f"sample_{index:03d}.wav")
+        assert rate == 16000 and wav.shape == (1, 60 * 160)
+        assert (out / f"sample_{index:03d}.png").exists()
     with pytest.raises(ValueError, match="namespace"):
         _swap_namespace(lm)
     texts = ["a low organ drone", "bright noise bursts"]
