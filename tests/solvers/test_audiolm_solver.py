@@ -260,3 +260,31 @@ def test_valid_reports_teacher_forced_reconstruction_with_a_frozen_codec(semanti
     assert "recon_si_snr" not in solver.history[-1]["train"]
     assert set(state["best_state"]["states"]) == {"model"}  # the codec's weights stay in its own checkpoint
     assert state["upstream"] == {"compression_model_checkpoint": codec}
+
+
+@pytest.mark.parametrize("stage", ["semantic", "coarse", "fine"])
+def test_each_stage_overfits_one_batch(semantic_tokens, tmp_path, stage):
+    """The stage's own rows (prefix, target, EOS, padding) of one batch are learnt to below 0.5 nats."""
+    from audiogen_lab.models.token_sequences import weighted_ce
+    path, _, folders, roots, codec = semantic_tokens
+    args = {"semantic": _args(semantic_tokens),
+            "coarse": ["solver=audiolm/coarse_debug", f"datasource.train={roots['train']}",
+                       f"datasource.valid={roots['valid']}", f"semantic_tokenizer_checkpoint={path}",
+                       f"compression_model_checkpoint={codec}", "audiolm.num_coarse=2", "dataset.segment_duration=0.3"],
+            "fine": ["solver=audiolm/fine_debug", f"datasource.train={roots['train'] / 'acoustic'}",
+                     f"datasource.valid={roots['valid'] / 'acoustic'}", f"compression_model_checkpoint={codec}",
+                     "audiolm.num_coarse=2", "dataset.segment_duration=0.2"]}[stage]
+    with experiments_folder(tmp_path):
+        xp = main.get_xp(args + ["dataset.batch_size=4", "audiolm.reconstruction_metrics=false"])
+        with xp.enter():
+            solver = get_solver(xp.cfg)
+    torch.manual_seed(0)
+    seq = solver.sequences_for("train", next(iter(solver.dataloaders["train"])))
+    model = solver.model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(150):
+        loss = weighted_ce(model(seq.inputs), seq)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.5, (stage, loss.item())
