@@ -7,7 +7,9 @@ one token at a time with :meth:`LMTransformer.generate`.
 Positions. Rotary position embeddings (RoPE, Su et al. 2021) rotate each query and key, pair of
 channels by pair of channels, by an angle proportional to the token's absolute position, so that
 their dot product depends only on the distance between the two tokens. The cos/sin table is built
-lazily and grown when a longer sequence arrives; no `[T, T]` bias is ever built.
+lazily and grown when a longer sequence arrives; no `[T, T]` bias is ever built. The model looks the angles
+up once per forward (a slice of the table when positions are consecutive, a gather otherwise) and every layer
+rotates its queries and keys together with them.
 
 Padding. `key_padding_mask [B, T]` (True = real token) lets one batch hold prompts of different lengths,
 padded on the left. A token's position is the number of real tokens before it (prefix embeddings count
@@ -41,6 +43,13 @@ def rotary_frequencies(head_dim: int, base: float = 10000.0) -> torch.Tensor:
     return base ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
 
 
+def apply_rotary_tables(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate `x [..., Dh]` with full-width tables (see :meth:`RotaryEmbedding.tables`) that broadcast to it:
+    ``x * cos + swap_halves(x) * sin``, the same rotation as :func:`apply_rotary` in fewer operations."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.addcmul(x * cos, torch.cat((x2, x1), dim=-1), sin)
+
+
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate queries or keys `x [B, H, T, Dh]` by the angles whose `cos`, `sin` are `[B or 1, T, Dh/2]`.
 
@@ -67,12 +76,41 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("cos_table", torch.empty(0, head_dim // 2), persistent=False)
         self.register_buffer("sin_table", torch.empty(0, head_dim // 2), persistent=False)
 
+        # full-width tables [size, Dh]: cos on both halves, and -sin, sin (see `tables`), per dtype
+        self._full: tp.Dict[torch.dtype, tp.Tuple[torch.Tensor, torch.Tensor]] = {}
+
     def _grow(self, length: int) -> None:
         if length <= self.cos_table.shape[0] and self.cos_table.device == self.inv_freq.device:
             return
         size = max(length, 2 * self.cos_table.shape[0], 64)
-        angles = torch.outer(torch.arange(size, device=self.inv_freq.device, dtype=torch.float32), self.inv_freq)
-        self.cos_table, self.sin_table = angles.cos(), angles.sin()
+        with torch.inference_mode(False):  # grown during generate: the tables must stay usable in training
+            angles = torch.outer(torch.arange(size, device=self.inv_freq.device, dtype=torch.float32),
+                                 self.inv_freq)
+            self.cos_table, self.sin_table = angles.cos(), angles.sin()
+        self._full = {}
+
+    def tables(self, positions: tp.Union[torch.Tensor, int], num: int, bound: int, dtype: torch.dtype
+               ) -> tp.Tuple[torch.Tensor, torch.Tensor]:
+        """Full-width `(cos, sin)`, each `[B or 1, T, Dh]` in `dtype`, for :func:`apply_rotary_tables`.
+
+        `cos` repeats the angles' cosines on both halves, `sin` holds ``-sin`` then ``sin``. `positions` is
+        a `[B or 1, T]` long tensor, or an int `p` for the `num` consecutive positions ``p, ..., p + num - 1``
+        (a slice of the table, no gather); every position is below the Python int `bound`.
+        """
+        self._grow(bound)
+        full = self._full.get(dtype)
+        if full is None or full[0].device != self.cos_table.device:
+            cos, sin = self.cos_table, self.sin_table
+            with torch.inference_mode(False):
+                full = (torch.cat((cos, cos), dim=-1).to(dtype), torch.cat((-sin, sin), dim=-1).to(dtype))
+            self._full[dtype] = full
+        if isinstance(positions, int):
+            return full[0][None, positions:positions + num], full[1][None, positions:positions + num]
+        return full[0][positions], full[1][positions]
+
+    def _apply(self, fn, recurse: bool = True):  # .to(device) / .half(): rebuild the full tables lazily
+        self._full = {}
+        return super()._apply(fn, recurse)
 
     def forward(self, positions: torch.Tensor, bound: int) -> tp.Tuple[torch.Tensor, torch.Tensor]:
         """`positions [B or 1, T]` long, each `< bound` -> `(cos, sin)`, each `[B or 1, T, Dh/2]` fp32.
@@ -98,10 +136,10 @@ class LayerCache:
                              "create the cache with a larger max_length.")
         if k.shape[0] != self.keys.shape[0]:
             raise ValueError(f"KV cache was created for batch {self.keys.shape[0]}, got batch {k.shape[0]}.")
-        self.keys[:, :, self.length:end] = k
-        self.values[:, :, self.length:end] = v
+        self.keys.narrow(2, self.length, k.shape[2]).copy_(k)  # in place, no indexing machinery
+        self.values.narrow(2, self.length, v.shape[2]).copy_(v)
         self.length = end
-        return self.keys[:, :, :end], self.values[:, :, :end]
+        return self.keys.narrow(2, 0, end), self.values.narrow(2, 0, end)
 
 
 @dataclass
@@ -174,7 +212,8 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, cache: tp.Optional[LayerCache] = None,
                 key_padding_mask: tp.Optional[torch.Tensor] = None,
-                positions: tp.Optional[torch.Tensor] = None) -> torch.Tensor:
+                positions: tp.Optional[torch.Tensor] = None,
+                rotary: tp.Optional[tp.Tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
         """Attend from the new tokens to themselves and to the cached ones.
 
         Args:
@@ -183,16 +222,21 @@ class CausalSelfAttention(nn.Module):
             key_padding_mask: `[B, S]` bool over all `S = cache.length + T` positions, True on real tokens.
             positions: rotary positions `[B or 1, T]` long, each below `S`; by default the indices
                 ``cache.length + arange(T)``.
+            rotary: the full-width tables `(cos, sin)`, each `[B or 1, T, Dh]`, of the positions (from
+                :meth:`RotaryEmbedding.tables`, shared by the layers of a model); `positions` is then unused.
         Returns:
             `[B, T, D]`.
         """
         offset = 0 if cache is None else cache.length
-        num_new = x.shape[1]
-        if positions is None:
-            positions = torch.arange(offset, offset + num_new, device=x.device)[None]
-        q, k, v = rearrange(self.to_qkv(x), "b t (three h d) -> three b h t d", three=3, h=self.heads)
-        cos, sin = self.rotary(positions, offset + num_new)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        batch, num_new = x.shape[:2]
+        qkv = self.to_qkv(x).view(batch, num_new, 3, self.heads, self.head_dim)
+        if rotary is None:
+            rotary = self.rotary.tables(offset if positions is None else positions, num_new, offset + num_new,
+                                        qkv.dtype)
+        cos, sin = (table[:, :, None, None].to(qkv.dtype) for table in rotary)  # [B or 1, T, 1, 1, Dh]
+        qk, v = qkv.split((2, 1), dim=2)
+        q, k = apply_rotary_tables(qk, cos, sin).unbind(2)  # queries and keys rotated together
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v[:, :, 0].transpose(1, 2)  # [B, H, T, Dh]
         if cache is not None:
             k, v = cache.append(k, v)
         num_keys = k.shape[2]
@@ -220,10 +264,13 @@ class CausalBlock(nn.Module):
         self.ff_norm = nn.LayerNorm(dim)
         self.ff = feed_forward(dim, ff_mult, dropout)
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor, cache: tp.Optional[LayerCache] = None,
-                key_padding_mask: tp.Optional[torch.Tensor] = None) -> torch.Tensor:
-        """`x [B, T, D]`, `positions [B or 1, T]`; cache and mask as in :class:`CausalSelfAttention`."""
-        x = x + self.attn(self.attn_norm(x), cache=cache, key_padding_mask=key_padding_mask, positions=positions)
+    def forward(self, x: torch.Tensor, positions: tp.Optional[torch.Tensor], cache: tp.Optional[LayerCache] = None,
+                key_padding_mask: tp.Optional[torch.Tensor] = None,
+                rotary: tp.Optional[tp.Tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
+        """`x [B, T, D]`, `positions [B or 1, T]`; cache, mask and rotary tables as in
+        :class:`CausalSelfAttention`."""
+        x = x + self.attn(self.attn_norm(x), cache=cache, key_padding_mask=key_padding_mask, positions=positions,
+                          rotary=rotary)
         return x + self.ff(self.ff_norm(x))
 
 
@@ -337,10 +384,12 @@ class LMTransformer(nn.Module):
         if offset + num_new > self.max_length:
             raise ValueError(f"Sequence of {offset + num_new} positions exceeds max_length={self.max_length}; "
                              "build the model with a larger max_length.")
+        # rotary positions: an int for the consecutive positions offset, offset + 1, ... of every item
+        positions: tp.Union[int, torch.Tensor]
         if cache is None:
             full_mask = key_padding_mask
             if key_padding_mask is None:
-                positions = torch.arange(num_new, device=x.device)[None]
+                positions = 0
             else:
                 positions = (key_padding_mask.long().cumsum(dim=1) - 1).clamp(min=0)
         else:
@@ -350,7 +399,9 @@ class LMTransformer(nn.Module):
             if cache.key_padding_mask.shape[0] != batch:
                 raise ValueError(f"KV cache was created for batch {cache.key_padding_mask.shape[0]}, got {batch}.")
             if key_padding_mask is None:
-                positions = cache.next_position[:, None] + torch.arange(num_new, device=x.device)
+                # without padding so far, every item's next position is the cache length
+                positions = (cache.next_position[:, None] + torch.arange(num_new, device=x.device)
+                             if cache.has_padding else offset)
                 cache.next_position += num_new
             else:
                 cache.has_padding = True
@@ -359,12 +410,12 @@ class LMTransformer(nn.Module):
                 positions = positions.clamp(min=0)
                 cache.next_position += key_padding_mask.sum(dim=1)
             full_mask = cache.key_padding_mask[:, :offset + num_new] if cache.has_padding else None
+        rotary = self.blocks[0].attn.rotary.tables(positions, num_new, offset + num_new, x.dtype)
         for i, block in enumerate(self.blocks):
             layer_cache = None if cache is None else cache.layers[i]
-            x = block(x, positions, cache=layer_cache, key_padding_mask=full_mask)
+            x = block(x, None, cache=layer_cache, key_padding_mask=full_mask, rotary=rotary)
         return self.head(self.norm(x))
 
-    @torch.no_grad()
     def generate(self, prompt: torch.Tensor, num_tokens: int, temperature: float = 1.0,
                  top_k: tp.Optional[int] = None, use_cache: bool = True,
                  generator: tp.Optional[torch.Generator] = None,
@@ -387,7 +438,19 @@ class LMTransformer(nn.Module):
                 (e.g. to forbid tokens); `step` counts generated tokens from 0.
             prefix_embeddings: `[B, P, D]` conditioning placed before the prompt (see :meth:`forward`).
             key_padding_mask: `[B, T0]` bool, True on real prompt tokens (prompts padded on the left).
+
+        Runs under `torch.inference_mode` (`logits_processor` too); the returned tokens are an ordinary tensor.
         """
+        with torch.inference_mode():
+            out = self._generate(prompt, num_tokens, temperature, top_k, use_cache, generator, logits_processor,
+                                 prefix_embeddings, key_padding_mask)
+        return out.clone()  # not an inference tensor: usable as training input
+
+    def _generate(self, prompt: torch.Tensor, num_tokens: int, temperature: float, top_k: tp.Optional[int],
+                  use_cache: bool, generator: tp.Optional[torch.Generator],
+                  logits_processor: tp.Optional[tp.Callable[[torch.Tensor, int], torch.Tensor]],
+                  prefix_embeddings: tp.Optional[torch.Tensor], key_padding_mask: tp.Optional[torch.Tensor]
+                  ) -> torch.Tensor:
         batch, prompt_length = prompt.shape
         num_prefix = 0 if prefix_embeddings is None else prefix_embeddings.shape[1]
         if prompt_length + num_prefix == 0:

@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from audiogen_lab.modules.lm_transformer import (CausalSelfAttention, LMTransformer, apply_rotary, causal_mask,
-                                                 sample_next_token)
+from audiogen_lab.modules.lm_transformer import (CausalSelfAttention, LMTransformer, apply_rotary,
+                                                 apply_rotary_tables, causal_mask, sample_next_token)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -199,3 +199,30 @@ def test_errors_name_the_argument_to_change():
         model(_tokens((1, 5), seed=0), key_padding_mask=torch.ones(1, 4, dtype=torch.bool))
     with pytest.raises(ValueError, match="heads"):
         LMTransformer(10, dim=12, heads=4)
+
+
+def test_full_width_rotary_tables_rotate_like_the_half_tables():
+    attn = CausalSelfAttention(16, 2)
+    x = torch.randn(2, 3, 5, 8)  # [B, H, T, Dh]
+    positions = torch.tensor([[0, 4, 9, 2, 30]])
+    cos, sin = attn.rotary(positions, 31)
+    full_cos, full_sin = attn.rotary.tables(positions, 5, 31, torch.float32)
+    expected = apply_rotary(x, cos, sin)
+    torch.testing.assert_close(apply_rotary_tables(x, full_cos[:, None], full_sin[:, None]), expected)
+    # consecutive positions as an int: a slice of the same tables
+    sliced = attn.rotary.tables(7, 5, 12, torch.float32)
+    gathered = attn.rotary.tables(torch.arange(7, 12)[None], 5, 12, torch.float32)
+    assert all(torch.equal(a, b) for a, b in zip(sliced, gathered))
+
+
+def test_generated_tokens_and_grown_tables_are_usable_in_training():
+    model = _model()
+    out = model.eval().generate(_tokens((2, 3), seed=9), 5)
+    assert not out.is_inference() and out.shape == (2, 8)
+    # the rotary tables were grown inside generate's inference mode; training must still work after it
+    model.train()
+    long_tokens = _tokens((2, 40), seed=10)
+    loss = F.cross_entropy(model(long_tokens[:, :-1]).flatten(0, 1), long_tokens[:, 1:].flatten())
+    loss.backward()
+    assert model.token_emb.weight.grad is not None
+    F.cross_entropy(model(out[:, :-1]).flatten(0, 1), out[:, 1:].flatten()).backward()
