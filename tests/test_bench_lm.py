@@ -99,7 +99,8 @@ def test_train_step_flops_by_hand():
 def test_main_quick_prints_positive_figures(capsys, tmp_path):
     threads = torch.get_num_threads()
     out_json = tmp_path / 'figures.json'
-    assert bench.main(['--quick', '--threads', '1', '--matmul-size', '256', '--json', str(out_json)]) == 0
+    assert bench.main(['--quick', '--threads', '1', '--matmul-size', '256', '--stages', 'semantic',
+                       '--json', str(out_json)]) == 0
     assert torch.get_num_threads() == threads
     text = capsys.readouterr().out
     assert 'train step (B=4, N=100 + BOS) median' in text and 'cpu/wall' in text
@@ -114,3 +115,83 @@ def test_main_quick_prints_positive_figures(capsys, tmp_path):
     for name in ('kv-cache', 'no-cache'):
         s = figures['sample'][name]
         assert s['tokens'] == 100 and s['tokens_per_s'] == pytest.approx(100 / s['median_s']) and s['tokens_per_s'] > 0
+
+
+# the acoustic cases at a small scale: 10 semantic ids of 20 clusters, 3 frames of 2 coarse + 3 fine levels of 8 codes
+TINY = dict(SMALL, acoustic_hz=15, num_coarse_quantizers=2, num_fine_quantizers=3, codebook_size=8)
+
+
+def _spied(module):
+    """Record the tokens and logits of the module's forward calls."""
+    seen = {}
+    forward = module.forward
+
+    def spy(tokens, **kwargs):
+        seen['tokens'], seen['logits'] = tokens, forward(tokens, **kwargs)
+        return seen['logits']
+    module.forward = spy
+    return seen
+
+
+@pytest.mark.parametrize('stage', ['coarse', 'fine'])
+def test_acoustic_adapters_train_on_joint_rows(stage):
+    adapter = bench.make_adapter(TINY)
+    module, loss_fn = getattr(adapter, stage)(TINY)
+    batch = bench.make_batch(TINY)
+    sem, coarse, fine = batch['semantic_ids'], batch['coarse_ids'], batch['fine_ids']
+    assert coarse.shape == (2, 3, 2) and fine.shape == (2, 3, 3)  # lm_bench.py: [B, Na, Q]
+    if stage == 'coarse':  # semantic part 23 ids (20 clusters + specials), then 2 * 8 codes + specials
+        vocab, bos, eos, offset, levels = 23 + 19, 22, 23 + 16, 23, 2
+        prefix, target = sem, coarse
+    else:  # coarse part 2 * 8 + 3, then 3 * 8 + 3
+        vocab, bos, eos, offset, levels = 19 + 27, 18, 19 + 24, 19, 3
+        prefix, target = (coarse + torch.arange(2) * 8).flatten(1), fine
+    assert module.vocab_size == vocab
+    seen = _spied(module)
+    module.train()
+    loss = loss_fn(batch)
+    # rows [BOS] prefix target: the target time-major with per-level offsets in the target's part
+    flat_target = (target + torch.arange(levels) * 8).flatten(1) + offset
+    expected_rows = torch.cat([torch.full((2, 1), bos), prefix, flat_target], dim=1)
+    assert torch.equal(seen['tokens'], expected_rows)
+    # the target tokens and EOS are predicted, the prefix is not
+    p = prefix.shape[1]
+    predicted = seen['logits'][:, p:]  # from the last prefix token on
+    targets = torch.cat([flat_target, torch.full((2, 1), eos)], dim=1)
+    torch.testing.assert_close(loss, F.cross_entropy(predicted.reshape(-1, vocab), targets.reshape(-1)))
+    assert abs(float(loss.detach()) - math.log(vocab)) < 0.05
+    loss.backward()
+    assert module.token_emb.weight.grad[expected_rows.flatten()].abs().sum(dim=1).gt(0).all()
+
+
+def test_acoustic_samplers_draw_codes_of_the_right_shape():
+    adapter = bench.make_adapter(TINY)
+    batch = bench.make_batch(TINY)
+    torch.manual_seed(0)
+    coarse = adapter.coarse_sampler(TINY)(batch['semantic_ids'][:1])
+    assert coarse.shape == (1, 3, 2) and coarse.dtype == torch.long and 0 <= coarse.min() and coarse.max() < 8
+    fine = adapter.fine_sampler(TINY)(coarse)
+    assert fine.shape == (1, 3, 3) and 0 <= fine.min() and fine.max() < 8
+    # the sampler constrains each level to its own codes: a model that wants the first level's codes everywhere
+    plan = bench.plan_for('fine', TINY)
+    model = bench.build_model(TINY, 'fine').eval()
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias = torch.nn.Parameter(torch.zeros(model.vocab_size))
+        model.head.bias[19:19 + 8] = 1e4  # the codes of fine level 0
+    draws = bench.make_acoustic_sampler(model, plan, 'fine')(coarse)
+    assert draws.shape == (1, 3, 3) and draws.max() < 8
+
+
+def test_main_quick_prints_the_coarse_and_fine_figures(capsys, tmp_path):
+    out_json = tmp_path / 'figures.json'
+    assert bench.main(['--quick', '--threads', '1', '--matmul-size', '128', '--stages', 'coarse,fine',
+                       '--json', str(out_json)]) == 0
+    text = capsys.readouterr().out
+    assert 'coarse: vocabulary 3578' in text and 'train step (B=4, T=551)' in text
+    assert 'fine: vocabulary 8198' in text and 'train step (B=4, T=1201)' in text
+    figures = json.loads(out_json.read_text())['stages']
+    for stage, length in (('coarse', 551), ('fine', 1201)):
+        f = figures[stage]
+        assert f['rows'] == [4, length] and f['gflops'] == pytest.approx(f['flops'] / f['median_s'] / 1e9)
+        assert f['flops'] == bench.train_step_flops(bench.build_model(stage=stage), 4, length)
