@@ -1,11 +1,14 @@
-"""Training losses: spectral reconstruction, SI-SNR, the gradient balancer and the MMD
-codebook-independence loss. Plain L1/L2 waveform losses are `torch.nn.L1Loss` / `torch.nn.MSELoss`."""
+"""Training losses: spectral reconstruction, SI-SNR, the gradient balancer, the MMD
+codebook-independence loss, and the latent GAN's hinge loss, R1 and gradient penalties. Plain L1/L2 waveform
+losses are `torch.nn.L1Loss` / `torch.nn.MSELoss`."""
 from .balancer import Balancer
+from .gan import AdaptiveR1, gradient_penalty, hinge_discriminator_loss, r1_penalty
 from .mmd import MMDIndependenceLoss, mmd_independence
 from .sisnr import SISNR
 from .spectral import MelSpectrogram, MelSpectrogramL1Loss, MRSTFTLoss, MultiScaleMelSpectrogramLoss
 
 __all__ = [
+    "AdaptiveR1",
     "Balancer",
     "MMDIndependenceLoss",
     "MRSTFTLoss",
@@ -13,5 +16,8 @@ __all__ = [
     "MelSpectrogramL1Loss",
     "MultiScaleMelSpectrogramLoss",
     "SISNR",
+    "gradient_penalty",
+    "hinge_discriminator_loss",
     "mmd_independence",
+    "r1_penalty",
 ]
