@@ -96,3 +96,11 @@ class SemanticKMeansExplorer(BaseExplorer):
 
     train_metrics = ("num_frames", "mean_sq_distance", "perplexity", "used_fraction")
     valid_metrics = ("mean_sq_distance", "perplexity", "used_fraction", "dedup_ratio")
+
+
+class LatentGANExplorer(BaseExplorer):
+    """Latent GAN XPs: the critic's and generator's hinge losses and the R1 weight, then the latent Fréchet
+    distance, moment errors and seam ratio of the EMA generator."""
+
+    train_metrics = ("d_loss", "g_loss", "r1_gamma", "certainty")
+    valid_metrics = ("fd", "mean_error", "std_error", "seam")

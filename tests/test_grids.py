@@ -21,7 +21,7 @@ def test_dora_grid_dry_run_init(dora_dir):
     for grid, count in (("compression.debug", 2), ("compression.encodec_mmd", 8), ("compression.soundstream", 6),
                         ("compression.consistency_ae", 4), ("mulan.mulan", 6), ("mulan.debug", 2),
                         ("audiolm.semantic", 4), ("audiolm.coarse", 4), ("audiolm.fine", 4), ("semantic.kmeans", 4),
-                        ("musiclm.musiclm", 6)):
+                        ("musiclm.musiclm", 6), ("latent_gan.latent_gan", 4)):
         out = subprocess.run([sys.executable, "-m", "dora", "grid", grid, "--dry_run", "--init"],
                              cwd=ROOT, env=_env(dora_dir), capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr[-3000:]

@@ -12,6 +12,7 @@ SOLVERS: tp.Dict[str, str] = {
     "mulan": "audiogen_lab.solvers.mulan:MuLaNSolver",
     "audiolm": "audiogen_lab.solvers.audiolm:AudioLMSolver",
     "semantic_kmeans": "audiogen_lab.solvers.semantic_kmeans:SemanticKMeansSolver",
+    "latent_gan": "audiogen_lab.solvers.latent_gan:LatentGANSolver",
 }
 
 

@@ -1,0 +1,42 @@
+"""Metrics of generated latents: latent Fréchet distance, per-dimension moment errors and the seam ratio."""
+from __future__ import annotations
+
+import typing as tp
+
+from einops import rearrange
+import torch
+
+from .fad import GaussianStats
+
+
+def frame_stats(latents: torch.Tensor) -> GaussianStats:
+    """Gaussian statistics of the latent frames `[B, D, T]` (every frame is one D-dim sample)."""
+    return GaussianStats.from_embeddings(rearrange(latents.detach().double().cpu(), 'b d t -> (b t) d'))
+
+
+def latent_frechet_distance(real: torch.Tensor, fake: torch.Tensor) -> float:
+    """Fréchet distance between Gaussians fitted to the frames of `real` and `fake` latents `[B, D, T]`."""
+    return frame_stats(real).distance(frame_stats(fake))
+
+
+def moment_errors(real: torch.Tensor, fake: torch.Tensor) -> tp.Dict[str, float]:
+    """Mean absolute error over dimensions between the per-dimension means and stds of `real` and `fake`
+    latents `[B, D, T]`: `mean_error`, `std_error`."""
+    real, fake = real.detach().double(), fake.detach().double()
+    return {'mean_error': float((real.mean((0, 2)) - fake.mean((0, 2))).abs().mean()),
+            'std_error': float((real.std((0, 2)) - fake.std((0, 2))).abs().mean())}
+
+
+def seam_ratio(latents: torch.Tensor, period: int) -> float:
+    """Mean |latent jump| `|x[t+1] - x[t]|` (averaged over D) across the boundaries of independently generated
+    blocks of `period` frames, over the mean jump inside them; about 1 when the joins are seamless.
+
+    Args:
+        latents: `[B, D, T]` with T a multiple of `period` and at least two blocks.
+        period: frames per block (for the latent GAN, half a window: each half is generated alone).
+    """
+    assert latents.shape[-1] >= 2 * period, f"Need at least two blocks of {period} frames, got {latents.shape[-1]}."
+    jumps = (latents[..., 1:] - latents[..., :-1]).abs().double().mean(1)  # [B, T - 1], jump t -> t + 1
+    across = torch.zeros(jumps.shape[-1], dtype=torch.bool, device=jumps.device)
+    across[period - 1::period] = True
+    return float(jumps[:, across].mean() / jumps[:, ~across].mean().clamp(min=1e-12))

@@ -1,0 +1,140 @@
+"""Musika-style latent GAN: a coordinate sampler, a half-window generator and the latent normaliser, with
+generation of any length.
+
+The generator works in a normalised latent space, `(latents - mean) / std` per dimension, with the mean
+and std of the training latents held as buffers (so that they travel with the weights). `generate` draws
+one coordinate path per sample, cuts it into windows that tile it, generates every half window
+independently (in batches of `batch_halves` rows), concatenates them and crops to exactly
+`round(seconds * rate)` frames. Every random draw (anchors, style, noise) comes from one generator
+seeded by `seed`, in an order that does not depend on the batching, so batched and one-by-one
+generation agree.
+"""
+from __future__ import annotations
+
+import math
+import typing as tp
+
+from einops import rearrange
+import torch
+from torch import nn
+
+from .latent_gan_coords import CoordinateSampler
+from .latent_gan_generator import LatentGenerator
+
+
+class LatentGAN(nn.Module):
+    """Generator of a latent GAN with its coordinate system and latent normaliser.
+
+    Args:
+        generator: the half-window generator (its `latent_dim`, `coord_dim`, `style_dim` set the rest).
+        anchor_spacing: latent frames between consecutive anchors.
+        window: window in latent frames (two halves, each a multiple of `generator.factor`).
+        frame_rate: latent frames per second of the autoencoder the latents come from.
+    """
+
+    family = "latent_gan"
+
+    def __init__(self, generator: LatentGenerator, anchor_spacing: int = 64, window: int = 256,
+                 frame_rate: float = 1.0) -> None:
+        super().__init__()
+        assert (window // 2) % generator.factor == 0, (
+            f"window={window}: each half ({window // 2} frames) must be a multiple of 2 ** num_blocks = "
+            f"{generator.factor}.")
+        self.generator = generator
+        self.sampler = CoordinateSampler(generator.coord_dim, generator.style_dim, anchor_spacing, window)
+        self.latent_dim = generator.latent_dim
+        self.register_buffer("latent_mean", torch.zeros(generator.latent_dim))
+        self.register_buffer("latent_std", torch.ones(generator.latent_dim))
+        self.register_buffer("rate", torch.tensor(float(frame_rate), dtype=torch.float64))
+
+    @property
+    def window(self) -> int:
+        return self.sampler.window
+
+    @property
+    def frame_rate(self) -> float:
+        """Latent frames per second."""
+        return float(self.rate)
+
+    @torch.no_grad()
+    def set_normaliser(self, mean: tp.Sequence[float], std: tp.Sequence[float], frame_rate: float,
+                       min_std: float = 1e-5) -> None:
+        """Set the per-dimension mean and std `[D]` of the training latents and their rate."""
+        mean_t, std_t = torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(std, dtype=torch.float32)
+        assert mean_t.shape == std_t.shape == (self.latent_dim,), (
+            f"Expected a mean and std of [{self.latent_dim}] values, got {tuple(mean_t.shape)} and "
+            f"{tuple(std_t.shape)}: the latents and latent_gan.latent_dim disagree.")
+        self.latent_mean.copy_(mean_t)
+        self.latent_std.copy_(std_t.clamp(min=min_std))
+        self.rate.fill_(float(frame_rate))
+
+    def normalise(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents `[B, D, T]` of the autoencoder -> the generator's space."""
+        return (latents - self.latent_mean[:, None]) / self.latent_std[:, None]
+
+    def denormalise(self, latents: torch.Tensor) -> torch.Tensor:
+        """Generator outputs `[B, D, T]` -> latents of the autoencoder."""
+        return latents * self.latent_std[:, None] + self.latent_mean[:, None]
+
+    def generate_normalised(self, frames: int, num_samples: int = 1, truncation: tp.Optional[float] = None,
+                            seed: tp.Optional[int] = None, loop: bool = False,
+                            batch_halves: int = 64) -> torch.Tensor:
+        """Normalised latents `[N, D, frames]` (see the module docstring).
+
+        Draws, in order: the pieces (anchors, then style), then the noise of every half window.
+        """
+        assert frames >= 1 and num_samples >= 1, f"Need frames >= 1 and num_samples >= 1, got {frames}, {num_samples}."
+        device = self.latent_mean.device
+        rng = torch.Generator(device=device)
+        if seed is None:
+            rng.seed()
+        else:
+            rng.manual_seed(int(seed))
+        window, half = self.window, self.window // 2
+        count = math.ceil(frames / window)
+        piece = self.sampler.piece(num_samples, count * window, truncation, loop=loop, generator=rng, device=device)
+        path = piece.path[..., :count * window]  # K = count windows per piece
+        coords = rearrange(path, 'n c (k h t) -> (n k h) c t', k=count, h=2)  # row (n * K + k) * 2 + h
+        style = piece.style.repeat_interleave(2 * count, dim=0)
+        rows = coords.shape[0]
+        noise = self.generator.sample_noise(rows, half, rng, device) if self.generator.noise else None
+        outputs = []
+        for start in range(0, rows, max(1, batch_halves)):
+            stop = min(rows, start + max(1, batch_halves))
+            chunk_noise = None if noise is None else [n[start:stop] for n in noise]
+            outputs.append(self.generator(coords[start:stop], style[start:stop], noise=chunk_noise))
+        out = rearrange(torch.cat(outputs), '(n k) d t -> n d (k t)', n=num_samples)
+        return out[..., :frames]
+
+    def generate(self, seconds: float, num_samples: int = 1, truncation: tp.Optional[float] = None,
+                 seed: tp.Optional[int] = None, loop: bool = False, batch_halves: int = 64) -> torch.Tensor:
+        """Latents `[N, D, round(seconds * rate)]` of the autoencoder (un-normalised).
+
+        Args:
+            seconds: duration; the output holds exactly `round(seconds * frame_rate)` frames.
+            num_samples: independent pieces N.
+            truncation: anchors and styles drawn from a normal truncated at `±truncation` (None: none).
+            seed: seeds every draw (None: a fresh random seed).
+            loop: a looping piece (alternating anchors, see `CoordinateSampler.piece`).
+            batch_halves: half windows generated per forward pass (memory vs speed only).
+        """
+        frames = max(1, round(seconds * self.frame_rate))
+        return self.denormalise(self.generate_normalised(frames, num_samples, truncation, seed, loop, batch_halves))
+
+    def forward(self, coords: torch.Tensor, style: torch.Tensor, generator: tp.Optional[torch.Generator] = None
+                ) -> torch.Tensor:
+        """Normalised latents `[B, D, W]` for window coordinates `[B, C, W]` and styles `[B, S]` (training)."""
+        return self.generator.generate_window(coords, style, generator)
+
+
+def decode_latents(latents: torch.Tensor, autoencoder: tp.Any, chunk_seconds: tp.Optional[float] = 10.0,
+                   overlap_seconds: float = 1.0) -> torch.Tensor:
+    """Audio `[N, C, T]` of latents `[N, D, T']` through a continuous `CompressionModel` (`decode_chunked` when
+    it has one and `chunk_seconds` is set, else `decode`)."""
+    assert getattr(autoencoder, "is_continuous", True), (
+        f"{type(autoencoder).__name__} is not a continuous autoencoder: a latent GAN needs latents, not codes.")
+    with torch.no_grad():
+        if chunk_seconds is not None and hasattr(autoencoder, "decode_chunked"):
+            return autoencoder.decode_chunked(latents, None, chunk_seconds=chunk_seconds,
+                                              overlap_seconds=overlap_seconds)
+        return autoencoder.decode(latents, None)

@@ -1,0 +1,155 @@
+"""The latent GAN solver end to end on synthetic structured latents: training metrics, resume of G, D,
+G-EMA, optimizers and the R1 state, exact-length and batch-independent generation, //sig/ loading."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from audiogen_lab.data.latent_dataset import LatentMeta, write_latent_files
+from audiogen_lab.metrics.latent_gan import seam_ratio
+from audiogen_lab.models.latent_gan import LatentGAN
+from audiogen_lab.solvers.builders import get_solver
+from audiogen_lab.solvers.latent_gan import LatentGANSolver
+from audiogen_lab.train import main
+
+from ..conftest import experiments_folder
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+RATE = 12.0
+DIM = 8
+ARGS = ["solver=latent_gan/debug", "optim.epochs=2", "optim.updates_per_epoch=12", "dataset.valid.num_samples=32"]
+
+
+def structured_latents(count: int, frames: int, seed: int) -> list:
+    """Latents [DIM, frames]: three slow sinusoidal sources with random rates and phases, mixed by one fixed
+    matrix into DIM correlated dimensions with their own offsets and scales, plus a little noise."""
+    mixing = torch.randn(DIM, 3, generator=torch.Generator().manual_seed(0))
+    offsets = torch.linspace(-2, 3, DIM)[:, None]
+    gen = torch.Generator().manual_seed(seed)
+    t = torch.arange(frames, dtype=torch.float32)
+    items = []
+    for _ in range(count):
+        freqs = 0.02 + 0.06 * torch.rand(3, 1, generator=gen)
+        phases = 2 * math.pi * torch.rand(3, 1, generator=gen)
+        sources = torch.sin(2 * math.pi * freqs * t + phases)
+        items.append(offsets + 0.5 * mixing @ sources + 0.05 * torch.randn(DIM, frames, generator=gen))
+    return items
+
+
+def _overrides(root) -> list:
+    return [f"datasource.train={root / 'train'}", f"datasource.valid={root / 'valid'}"]
+
+
+@pytest.fixture(scope="module")
+def latent_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("latents")
+    meta = LatentMeta(model="synthetic", frame_rate=RATE, dim=DIM)
+    write_latent_files(root / "train", structured_latents(24, 300, seed=1), meta)
+    write_latent_files(root / "valid", structured_latents(8, 300, seed=2), meta)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained_xp(latent_root, tmp_path_factory):
+    with experiments_folder(tmp_path_factory.mktemp("dora")):
+        xp = main.init_xp(main.get_xp(ARGS + _overrides(latent_root)))
+        with xp.enter():
+            solver = get_solver(xp.cfg)
+            solver.run()
+        yield xp, solver
+
+
+def test_training_reports_finite_metrics(trained_xp):
+    _, solver = trained_xp
+    assert isinstance(solver, LatentGANSolver) and isinstance(solver.model, LatentGAN)
+    assert len(solver.history) == 2
+    train, valid = solver.history[-1]["train"], solver.history[-1]["valid"]
+    for key in ("d_loss", "g_loss", "d_hinge", "r1", "r1_gamma", "certainty", "generator_lr", "critic_lr"):
+        assert key in train and math.isfinite(train[key]), key
+    for key in ("fd", "mean_error", "std_error", "seam", "d_loss", "g_loss"):
+        assert key in valid and math.isfinite(valid[key]), key
+    assert train["skipped_updates"] == 0
+    assert solver.model.frame_rate == RATE
+    # the normaliser holds the statistics of the training latents
+    values = torch.cat(structured_latents(24, 300, seed=1), dim=1)
+    assert torch.allclose(solver.model.latent_mean, values.mean(1), atol=1e-3)
+    assert torch.allclose(solver.model.latent_std, values.std(1), atol=1e-2)
+
+
+def test_resume_restores_every_state(trained_xp):
+    xp, solver = trained_xp
+    assert solver.r1.gamma != 1.0  # the adaptive weight moved
+    with xp.enter():
+        again = get_solver(xp.cfg)
+        assert again.restore()
+    for name in ("model", "critic"):
+        for key, value in getattr(solver, name).state_dict().items():
+            assert torch.equal(value, getattr(again, name).state_dict()[key]), (name, key)
+    for key, value in solver.ema.state.items():
+        assert torch.equal(value, again.ema.state[key]), key
+    assert again.ema.count == solver.ema.count
+    for name, group in solver.optim_groups.items():
+        old, new = group.optimizer.state_dict(), again.optim_groups[name].optimizer.state_dict()
+        assert old["state"].keys() == new["state"].keys() and len(old["state"]) > 0
+        for index, state in old["state"].items():
+            for key, value in state.items():
+                assert torch.equal(torch.as_tensor(value), torch.as_tensor(new["state"][index][key])), (name, key)
+    assert again.r1.state_dict() == pytest.approx(solver.r1.state_dict(), nan_ok=True)
+    assert again.epoch == solver.epoch
+
+
+def test_generation_length_and_batching(trained_xp):
+    xp, _ = trained_xp
+    model = LatentGANSolver.model_from_checkpoint(f"//sig/{xp.sig}")
+    assert isinstance(model, LatentGAN) and not model.training and model.frame_rate == RATE
+    latents = model.generate(61, num_samples=2, truncation=1.5, seed=3)
+    assert latents.shape == (2, DIM, 61 * int(RATE)) and torch.isfinite(latents).all()
+    one_by_one = model.generate(61, num_samples=2, truncation=1.5, seed=3, batch_halves=1)
+    assert torch.allclose(latents, one_by_one, atol=1e-5)
+    assert torch.equal(latents, model.generate(61, num_samples=2, truncation=1.5, seed=3))
+    assert not torch.allclose(latents, model.generate(61, num_samples=2, truncation=1.5, seed=4))
+    assert model.generate(2.5, seed=0).shape == (1, DIM, 30)
+    assert model.generate(61.04, seed=0).shape[-1] == round(61.04 * RATE)
+
+
+def test_loaded_model_is_the_ema_best_state(trained_xp):
+    xp, solver = trained_xp
+    model = LatentGANSolver.model_from_checkpoint(f"//sig/{xp.sig}")
+    best = solver.best_state.states["model"]
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, best[key]), key
+
+
+def test_seam_ratio_is_one_for_smooth_signals_and_large_for_jumps():
+    t = torch.arange(64, dtype=torch.float64)
+    smooth = torch.sin(0.3 * t)[None, None]
+    assert seam_ratio(smooth, 8) == pytest.approx(1.0, abs=0.15)
+    steps = smooth + torch.repeat_interleave(torch.arange(8, dtype=torch.float64), 8)[None, None]
+    assert seam_ratio(steps, 8) > 3
+
+
+
+def test_reconstruction_head_fixed_r1_and_gradient_penalty(latent_root, tmp_path):
+    args = ["solver=latent_gan/debug", "optim.epochs=1", "optim.updates_per_epoch=4", "dataset.valid.num_samples=16",
+            "latent_critic.reconstruction=true", "latent_gan.adaptive_r1=false", "latent_gan.r1_gamma=0.5",
+            "latent_gan.gp_weight=1.0"]
+    with experiments_folder(tmp_path / "dora"):
+        xp = main.init_xp(main.get_xp(args + _overrides(latent_root)))
+        with xp.enter():
+            solver = get_solver(xp.cfg)
+            solver.run()
+    train = solver.history[-1]["train"]
+    for key in ("reconstruction", "gp", "r1"):
+        assert key in train and math.isfinite(train[key]), key
+    assert train["r1_gamma"] == 0.5 and solver.r1.state_dict() == {"gamma": 0.5}
+    assert math.isfinite(solver.history[-1]["valid"]["fd"])
+
+
+def test_latent_dim_mismatch_names_the_key(latent_root, tmp_path):
+    with experiments_folder(tmp_path / "dora"):
+        xp = main.init_xp(main.get_xp(["solver=latent_gan/debug", "latent_gan.latent_dim=4"] + _overrides(latent_root)))
+        with xp.enter(), pytest.raises(ValueError, match="latent_gan.latent_dim=8"):
+            get_solver(xp.cfg)
