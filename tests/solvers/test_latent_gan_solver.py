@@ -210,7 +210,7 @@ def test_debug_gan_halves_the_latent_fd(debug_run):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="known gap: after the debug run the EMA generator's half-window joins jump 2-4x more than "
+@pytest.mark.xfail(strict=True, reason="known gap: after the debug run the EMA generator's half-window joins jump 2-4x more than "
                           "its frames inside a half (seam 2.3-4.7 up to 1,400 updates); the issue asks <= 1.5")
 def test_debug_gan_joins_windows_without_seams(debug_run):
     _, history = debug_run
