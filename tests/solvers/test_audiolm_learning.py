@@ -31,9 +31,7 @@ from audiogen_lab.train import main
 
 from ..conftest import experiments_folder
 
-# One torch thread: these models are tiny, and two threads fighting other processes for 2 cores ran the codec
-# more than 10 times slower.
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
+pytestmark = pytest.mark.slow  # about 4 min on a quiet 2-core machine (Intel Xeon), most of it the codec
 
 CODEC_UPDATES = 600
 N_Q = 4  # RVQ levels tokenized: 2 coarse, 2 fine
