@@ -65,7 +65,7 @@ for folder in (ROOT, SCRIPTS):
         sys.path.insert(0, str(folder))
 
 import bench_mulan  # noqa: E402
-from bench_mulan import MuLaNAdapter, timed  # noqa: E402
+from bench_mulan import MuLaNAdapter, _timing, timed  # noqa: E402
 
 from audiogen_lab.models.token_layout import SemanticLayout  # noqa: E402
 from audiogen_lab.models.token_sequences import Sequences, pack_sequences, weighted_ce  # noqa: E402
@@ -324,11 +324,6 @@ def parse_args(argv: tp.Optional[tp.Sequence[str]] = None) -> argparse.Namespace
     ap.add_argument('--stages', default=','.join(STAGES), help='train steps to time, among ' + ','.join(STAGES))
     ap.add_argument('--json', default=None, help='write the figures here')
     return ap.parse_args(argv)
-
-
-def _timing(res: tp.Dict[str, tp.Any]) -> str:
-    runs = ', '.join(f'{t * 1e3:.1f}' for t in res['times_s'])
-    return f"median {res['median_s'] * 1e3:8.1f} ms  (runs [{runs}] ms, cpu/wall {res['cpu_per_wall']:.2f})"
 
 
 def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
