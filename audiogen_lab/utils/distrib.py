@@ -42,16 +42,35 @@ def average_metrics(metrics: tp.Dict[str, float], count: float = 1.0,
     return {key: float(values[i, 0] / values[i, 1]) for i, key in enumerate(keys)}
 
 
+class _GatherWithGrad(torch.autograd.Function):
+    """All-gather along dim 0 whose backward sums every rank's gradient of the gathered tensor (one
+    all-reduce) and hands each rank the rows it contributed. Plain blocking collectives only, so that
+    it behaves the same on gloo and NCCL."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.rows, ctx.rank = tensor.shape[0], dist.get_rank()
+        parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, tensor)
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad[ctx.rank * ctx.rows:(ctx.rank + 1) * ctx.rows]
+
+
 def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     """Concatenate `tensor` [B, ...] of every rank along dim 0 -> [world * B, ...], keeping the
-    gradient path to every rank's input (for contrastive losses over the global batch).
+    gradient path to every rank's input (for contrastive losses over the global batch): the gradient
+    of rank r's input is the sum over ranks of their gradients of rows `r * B:(r + 1) * B`.
 
     All ranks must pass tensors of the same shape.
     """
     if not flashy.distrib.is_distributed():
         return tensor
-    from torch.distributed.nn.functional import all_gather
-    return torch.cat(all_gather(tensor.contiguous()), dim=0)
+    return _GatherWithGrad.apply(tensor.contiguous())
 
 
 def seed_rank_streams(seed: int) -> None:

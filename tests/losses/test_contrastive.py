@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 
+import flashy.distrib
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from audiogen_lab.losses.contrastive import (DecoupledContrastiveLoss, SigmoidContrastiveLoss,
                                              SoftmaxContrastiveLoss, get_contrastive_loss)
+
+from ..distributed import run_ranks
 
 # audio rows a1 = (1, 0), a2 = (0, 1); text rows t1 = (0.6, 0.8), t2 = (0, 1); all unit norm.
 # Similarities s_ij = a_i . t_j: s11 = 0.6, s12 = 0.0, s21 = 0.8, s22 = 1.0 (not symmetric, so the
@@ -162,42 +163,29 @@ def _global_batch():
     return audio, text
 
 
-def _worker(rank: int, init_file: str, out_dir: str) -> None:
-    os.environ["GLOO_SOCKET_IFNAME"] = "lo"
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
-    try:
-        # flashy.distrib.rank() reads torch.distributed once initialised; its world_size() asks dora,
-        # which reads the launcher's environment, so point it at torch.distributed as well.
-        import dora.distrib
-        import flashy.distrib
-        dora.distrib.world_size = lambda: dist.get_world_size()
-        flashy.distrib.world_size = dora.distrib.world_size
-        assert flashy.distrib.rank() == rank and flashy.distrib.is_distributed()
-        audio, text = _global_batch()
-        rows = slice(rank * LOCAL_BATCH, (rank + 1) * LOCAL_BATCH)
-        results = {}
-        for name, kwargs in CONFIGS.items():
-            local_audio = audio[rows].clone().requires_grad_()
-            local_text = text[rows].clone().requires_grad_()
-            loss_fn = get_contrastive_loss(name, **kwargs)
-            loss, _ = loss_fn(local_audio, local_text)
-            loss.backward()
-            param_grads = {}
-            for pname, param in loss_fn.named_parameters():  # what DDP / flashy do to parameter gradients
-                grad = param.grad.clone()
-                dist.all_reduce(grad)
-                param_grads[pname] = grad / WORLD
-            results[name] = {"loss": loss.detach(), "audio_grad": local_audio.grad, "text_grad": local_text.grad,
-                             "param_grads": param_grads}
-        torch.save(results, os.path.join(out_dir, f"rank{rank}.th"))
-    finally:
-        dist.destroy_process_group()
+def _body(rank: int) -> dict:
+    assert flashy.distrib.rank() == rank and flashy.distrib.is_distributed()
+    audio, text = _global_batch()
+    rows = slice(rank * LOCAL_BATCH, (rank + 1) * LOCAL_BATCH)
+    results = {}
+    for name, kwargs in CONFIGS.items():
+        local_audio = audio[rows].clone().requires_grad_()
+        local_text = text[rows].clone().requires_grad_()
+        loss_fn = get_contrastive_loss(name, **kwargs)
+        loss, _ = loss_fn(local_audio, local_text)
+        loss.backward()
+        param_grads = {}
+        for pname, param in loss_fn.named_parameters():  # what DDP / flashy do to parameter gradients
+            grad = param.grad.clone()
+            dist.all_reduce(grad)
+            param_grads[pname] = grad / WORLD
+        results[name] = {"loss": loss.detach(), "audio_grad": local_audio.grad, "text_grad": local_text.grad,
+                         "param_grads": param_grads}
+    return results
 
 
 def test_two_ranks_match_single_process_global_batch(tmp_path):
-    mp.spawn(_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True)
-    ranks = [torch.load(tmp_path / f"rank{r}.th", weights_only=False) for r in range(WORLD)]
+    ranks = run_ranks(_body, tmp_path, world=WORLD)
     audio, text = _global_batch()
     for name, kwargs in CONFIGS.items():
         audio_ref, text_ref = audio.clone().requires_grad_(), text.clone().requires_grad_()

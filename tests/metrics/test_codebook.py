@@ -1,5 +1,4 @@
 import math
-import os
 import time
 
 import pytest
@@ -7,6 +6,8 @@ import torch
 
 from audiogen_lab.metrics import (CodebookStats, codebook_dependence, codebook_usage,
                                   pairwise_normalized_mutual_information)
+
+from ..distributed import run_ranks
 
 
 def _codes(*levels) -> torch.Tensor:
@@ -217,30 +218,18 @@ def test_many_levels_of_large_codebooks_compute_quickly():
     assert time.process_time() - start < 10.0  # 992 joint entropies over 4096 frames
     assert abs(metrics["nmi_corrected"]) < 0.05 and metrics["usage_q31"] > 0.9
 
-def _distributed_worker(rank: int, init_file: str, out_dir: str) -> None:
-    import torch.distributed as dist
-    os.environ["GLOO_SOCKET_IFNAME"] = "lo"  # loopback only
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
-    try:
-        import dora.distrib
-        import flashy.distrib
-        dora.distrib.rank = flashy.distrib.rank = lambda: dist.get_rank()
-        dora.distrib.world_size = flashy.distrib.world_size = lambda: dist.get_world_size()
-        codes = _uniform_independent(cardinality=32, batch=4, levels=3, frames=100 + 50 * rank, seed=rank)
-        codes[:, 1] = codes[:, 0]
-        stats = CodebookStats(3, 32, shuffle_seed=2)
-        stats.update(codes[:2])
-        stats.update(codes[2:])
-        torch.save({"codes": codes, "metrics": stats.compute()}, os.path.join(out_dir, f"rank{rank}.th"))
-    finally:
-        dist.destroy_process_group()
+def _two_rank_body(rank: int) -> dict:
+    codes = _uniform_independent(cardinality=32, batch=4, levels=3, frames=100 + 50 * rank, seed=rank)
+    codes[:, 1] = codes[:, 0]
+    stats = CodebookStats(3, 32, shuffle_seed=2)
+    stats.update(codes[:2])
+    stats.update(codes[2:])
+    return {"codes": codes, "metrics": stats.compute()}
 
 
 @pytest.mark.slow
 def test_two_ranks_pool_their_codes(tmp_path):
-    import torch.multiprocessing as mp
-    mp.spawn(_distributed_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
-    results = [torch.load(tmp_path / f"rank{r}.th", weights_only=True) for r in (0, 1)]
+    results = run_ranks(_two_rank_body, tmp_path)
     assert results[0]["metrics"] == results[1]["metrics"]
     metrics = results[0]["metrics"]
     # raw NMI and usage are those of all the codes of both ranks; each rank shuffled its own updates

@@ -1,53 +1,40 @@
 """Distributed helpers on two real gloo processes (loopback only, file rendezvous)."""
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from audiogen_lab.utils import distrib
 
+from ..distributed import run_ranks
 
-def _worker(rank: int, init_file: str, out_dir: str) -> None:
-    os.environ["GLOO_SOCKET_IFNAME"] = "lo"
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
-    try:
-        import dora.distrib
-        dora.distrib.rank = lambda: dist.get_rank()  # flashy asks dora for the rank and world size
-        dora.distrib.world_size = lambda: dist.get_world_size()
-        import flashy.distrib
-        flashy.distrib.rank = dora.distrib.rank
-        flashy.distrib.world_size = dora.distrib.world_size
-        results = {}
-        # gather keeping gradients: every rank's loss reaches every rank's input
-        x = torch.full((2, 3), float(rank + 1), requires_grad=True)
-        gathered = distrib.all_gather_with_grad(x)
-        weights = torch.arange(12, dtype=torch.float32).view(4, 3)
-        (gathered * weights).sum().backward()
-        results["gathered"] = gathered.detach()
-        results["grad"] = x.grad.detach()
-        # metrics averaged by name, whatever keys each rank has
-        metrics = {"loss": float(rank), "only_rank1": 5.0} if rank == 1 else {"loss": 2.0, "a_rank0": 1.0}
-        results["metrics"] = distrib.average_metrics(metrics, count=1.0 + rank)
-        results["any"] = (distrib.any_rank(rank == 1), distrib.any_rank(False))
-        # per-rank random streams after identical seeding
-        distrib.seed_rank_streams(123)
-        results["noise"] = torch.rand(4)
-        states = distrib.gather_rng_states()
-        results["restored"] = None
-        distrib.restore_rng_states(states)
-        results["restored"] = torch.rand(4)
-        torch.save(results, os.path.join(out_dir, f"rank{rank}.th"))
-    finally:
-        dist.destroy_process_group()
+
+def _body(rank: int) -> dict:
+    results = {}
+    # gather keeping gradients: every rank's loss reaches every rank's input
+    x = torch.full((2, 3), float(rank + 1), requires_grad=True)
+    gathered = distrib.all_gather_with_grad(x)
+    weights = torch.arange(12, dtype=torch.float32).view(4, 3)
+    (gathered * weights).sum().backward()
+    results["gathered"] = gathered.detach()
+    results["grad"] = x.grad.detach()
+    # metrics averaged by name, whatever keys each rank has
+    metrics = {"loss": float(rank), "only_rank1": 5.0} if rank == 1 else {"loss": 2.0, "a_rank0": 1.0}
+    results["metrics"] = distrib.average_metrics(metrics, count=1.0 + rank)
+    results["any"] = (distrib.any_rank(rank == 1), distrib.any_rank(False))
+    # per-rank random streams after identical seeding
+    distrib.seed_rank_streams(123)
+    results["noise"] = torch.rand(4)
+    states = distrib.gather_rng_states()
+    results["restored"] = None
+    distrib.restore_rng_states(states)
+    results["restored"] = torch.rand(4)
+    return results
 
 
 @pytest.mark.slow
 def test_two_ranks_gather_average_and_streams(tmp_path):
-    mp.spawn(_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = run_ranks(_body, tmp_path)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.th", weights_only=False) for r in (0, 1))
     expected = torch.cat([torch.full((2, 3), 1.0), torch.full((2, 3), 2.0)])
     torch.testing.assert_close(r0["gathered"], expected)
