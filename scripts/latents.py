@@ -2,14 +2,16 @@
 """Encode a folder of audio to continuous latents, and decode latent files back to audio.
 
     python scripts/latents.py encode //sig/SIG data/music latents/music [--max-chunk-seconds 10]
-        [--overlap-seconds 1] [--device cuda] [--dtype float16]
+        [--overlap-seconds 1] [--device cuda] [--dtype float16] [--stereo]
     python scripts/latents.py decode //sig/SIG latents/music decoded/music [--steps 1] [--seed 0]
 
 `encode` writes a latent folder (see audiogen_lab.data.latent_dataset): one `.npy` [D, T'] per audio
 file and `meta.json` naming the checkpoint as given (`model`), the frame rate, the latent dim, the
 sample rate and in `extra` the hop length and the latent statistics over all frames: the per-channel
 `latent_mean` and `latent_std`, and `latent_scale`, the global std a latent GAN normalises by. Files
-that cannot be read are skipped and listed. `decode` writes one wav per latent file, named after the
+that cannot be read are skipped and listed. With `--stereo`, a mono model codes the left and right
+channels one by one (mono files twice) and their latents are concatenated as features, `[2 D, T']`, with
+`extra['channels'] = 2`; `decode` then writes stereo files. `decode` writes one wav per latent file, named after the
 audio file it came from, after checking that the latent folder was made by the same model.
 """
 from __future__ import annotations
@@ -57,6 +59,29 @@ class LatentStatistics:
                 'frames': self.count}
 
 
+def encode_channels(codec: EncoderDecoder, wav: torch.Tensor, sample_rate: int,
+                    channels: tp.Optional[int] = None) -> torch.Tensor:
+    """Latents of audio `wav [C, T]`: `[D, T']` as the model codes it, or with `channels`, each of that many
+    audio channels (mono audio repeated, extra channels dropped) coded alone by a mono model and
+    concatenated as features, `[channels * D, T']`."""
+    if channels is None:
+        return codec.encode(wav, sample_rate=sample_rate)
+    if codec.channels != 1:
+        raise ValueError(f"--stereo codes each channel with a mono model, but {codec.source} codes "
+                         f"{codec.channels}-channel audio: drop --stereo.")
+    wav = wav.expand(channels, -1) if wav.shape[0] == 1 else wav[:channels]
+    if wav.shape[0] < channels:
+        raise ValueError(f"Audio of {wav.shape[0]} channels cannot give {channels}.")
+    return torch.cat([codec.encode(channel[None], sample_rate=sample_rate) for channel in wav])
+
+
+def decode_channels(codec: EncoderDecoder, latents: torch.Tensor, channels: int = 1) -> torch.Tensor:
+    """Audio `[channels, T]` of latents `[channels * D, T']` (see `encode_channels`)."""
+    if channels == 1:
+        return codec.decode(latents)
+    return torch.cat([codec.decode(part) for part in latents.chunk(channels, dim=0)])
+
+
 def encode_folder(args: argparse.Namespace) -> int:
     """The `encode` command; returns the exit code (1 when no file could be encoded)."""
     if (Path(args.out_folder) / META_NAME).exists() and not args.overwrite:
@@ -73,7 +98,7 @@ def encode_folder(args: argparse.Namespace) -> int:
         except AudioReadError as err:
             failed.append(f"{meta.path}: {err.reason}")
             continue
-        latents = codec.encode(wav, sample_rate=sample_rate).numpy()
+        latents = encode_channels(codec, wav, sample_rate, 2 if args.stereo else None).numpy()
         if not np.isfinite(latents).all():
             failed.append(f"{meta.path}: encoded to NaN or infinite latents")
             continue
@@ -85,7 +110,7 @@ def encode_folder(args: argparse.Namespace) -> int:
     if stats is None:
         print(f"No audio file of {args.audio_folder} could be encoded ({len(failed)} skipped).", file=sys.stderr)
         return 1
-    extra = {'hop_length': codec.hop_length, **stats.as_dict()}
+    extra = {'hop_length': codec.hop_length, **stats.as_dict(), **({'channels': 2} if args.stereo else {})}
     meta = LatentMeta(model=args.checkpoint, frame_rate=codec.frame_rate, dim=len(extra['latent_mean']),
                       sample_rate=codec.sample_rate, extra=extra)
     write_latent_files(args.out_folder, items, meta, dtype=args.dtype, overwrite=args.overwrite)
@@ -109,8 +134,9 @@ def check_latent_meta(meta: LatentMeta, codec: EncoderDecoder, folder: Path, ign
     if not ignore_model and not _same_model(meta.model, codec.source):
         raise ValueError(f"{where} says its latents come from {meta.model!r}, not {codec.source!r}: decode with "
                          "that model, or pass --ignore-model if it is the same one under another name.")
-    if codec.latent_dim is not None and meta.dim != codec.latent_dim:
-        raise ValueError(f"{where} holds {meta.dim}-channel latents; {codec.source} decodes {codec.latent_dim}.")
+    if codec.latent_dim is not None and meta.dim != codec.latent_dim * meta.channels:
+        raise ValueError(f"{where} holds {meta.dim}-channel latents of {meta.channels}-channel audio; {codec.source} "
+                         f"decodes {codec.latent_dim} per channel.")
     if abs(meta.frame_rate - codec.frame_rate) > 1e-6:
         raise ValueError(f"{where} holds latents at {meta.frame_rate} frames/s; {codec.source} decodes "
                          f"{codec.frame_rate} frames/s.")
@@ -138,7 +164,7 @@ def decode_folder(args: argparse.Namespace) -> int:
     samples = 0
     for record in files:
         latents = torch.from_numpy(np.load(folder / record['file']).astype(np.float32))
-        audio = codec.decode(latents)
+        audio = decode_channels(codec, latents, meta.channels)
         audio_write(out / _output_name(record, used), audio, codec.sample_rate)
         samples += audio.shape[-1]
     print(f"Decoded {len(files)} latent files from {folder} to {out}: {samples / codec.sample_rate:.1f} s at "
@@ -164,6 +190,8 @@ def _parser() -> argparse.ArgumentParser:
     encode.add_argument('out_folder', help="latent folder to write")
     encode.add_argument('--dtype', choices=['float32', 'float16'], default='float32', help="latents on disk")
     encode.add_argument('--overwrite', action='store_true', help="replace an existing latent folder")
+    encode.add_argument('--stereo', action='store_true',
+                        help="code left and right one by one with a mono model, latents concatenated as features")
     encode.set_defaults(run=encode_folder)
     decode = commands.add_parser('decode', help="latent folder -> one wav per latent file")
     _add_model_arguments(decode)

@@ -67,6 +67,26 @@ def dora_dir(tmp_path, monkeypatch):
     AudioGenEnvironment.reset()
 
 
+def tiny_autoencoder_export(folder: Path, sample_rate: int = 16000) -> str:
+    """Export a debug consistency autoencoder (random weights, seeded; 8-d latents at sample_rate / 256
+    frames/s) like a trained one, into `folder`; returns the export's path."""
+    from omegaconf import OmegaConf
+
+    from audiogen_lab.models.builders import get_compression_model
+    from audiogen_lab.utils import checkpoint
+    from audiogen_lab.utils.export import export_checkpoint
+
+    cfg = OmegaConf.merge(OmegaConf.load(Path(__file__).resolve().parents[1] / 'config' / 'model' / 'consistency_ae'
+                                         / 'debug.yaml'),
+                          {'solver': 'compression', 'sample_rate': sample_rate, 'channels': 1})
+    torch.manual_seed(0)
+    model = get_compression_model(cfg)
+    ckpt = checkpoint.save_checkpoint({'xp.cfg': OmegaConf.to_yaml(cfg), 'xp.sig': 'cae1',
+                                       'best_state': {'states': {'model': model.state_dict()}}},
+                                      Path(folder) / 'checkpoint.th')
+    return str(export_checkpoint(ckpt, Path(folder) / 'cae.th'))
+
+
 def _tonal_clip(gen: torch.Generator, duration: float, sample_rate: int) -> torch.Tensor:
     """A few harmonic notes with decaying envelopes and a little noise: music-like, never silent. [1, T]"""
     import math

@@ -5,16 +5,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from omegaconf import OmegaConf
 
 from audiogen_lab.data.latent_dataset import LatentDataset, load_latent_meta, write_latent_files
-from audiogen_lab.models.builders import get_compression_model
-from audiogen_lab.utils import checkpoint
-from audiogen_lab.utils.export import export_checkpoint
 
-from .conftest import load_script
+from .conftest import load_script, tiny_autoencoder_export
 
-ROOT = Path(__file__).resolve().parents[1]
 CLIPS = {'piano.wav': (16000, 1, 0.4), 'speech.wav': (16000, 2, 0.25), 'strings.wav': (22050, 1, 0.3)}
 
 
@@ -27,15 +22,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope='module')
 def export(tmp_path_factory) -> str:
     """A tiny consistency autoencoder (random weights) exported like a trained one."""
-    folder = tmp_path_factory.mktemp('model')
-    cfg = OmegaConf.merge(OmegaConf.load(ROOT / 'config' / 'model' / 'consistency_ae' / 'debug.yaml'),
-                          {'solver': 'compression', 'sample_rate': 16000, 'channels': 1})
-    torch.manual_seed(0)
-    model = get_compression_model(cfg)
-    ckpt = checkpoint.save_checkpoint({'xp.cfg': OmegaConf.to_yaml(cfg), 'xp.sig': 'cae1',
-                                       'best_state': {'states': {'model': model.state_dict()}}},
-                                      folder / 'checkpoint.th')
-    return str(export_checkpoint(ckpt, folder / 'cae.th'))
+    return tiny_autoencoder_export(tmp_path_factory.mktemp('model'))
 
 
 @pytest.fixture
@@ -115,3 +102,55 @@ def test_encode_reports_an_empty_folder(export, tmp_path, capsys):
     (tmp_path / 'empty').mkdir()
     assert latents_script.main(['encode', export, str(tmp_path / 'empty'), str(tmp_path / 'out')]) == 1
     assert 'No audio file' in capsys.readouterr().err
+
+
+def test_stereo_encode_codes_each_channel_and_decodes_to_stereo(export, tmp_path, capsys):
+    audio = tmp_path / 'audio'
+    audio.mkdir()
+    rng = np.random.default_rng(1)
+    left, right = 0.1 * rng.standard_normal(4000), 0.3 * rng.standard_normal(4000)
+    sf.write(audio / 'duo.wav', np.stack([left, right], axis=1), 16000)
+    sf.write(audio / 'solo.wav', left[:, None], 16000)
+    out = tmp_path / 'latents'
+    args = ['--max-chunk-seconds', '0.2', '--overlap-seconds', '0.05']
+    assert latents_script.main(['encode', export, str(audio), str(out), '--stereo'] + args) == 0
+    meta, files = load_latent_meta(out)
+    assert (meta.dim, meta.channels) == (16, 2)
+    by_name = {Path(f['source']).name: np.load(out / f['file']) for f in files}
+    mono = tmp_path / 'mono'
+    assert latents_script.main(['encode', export, str(audio), str(mono)] + args) == 0
+    mono_meta, mono_files = load_latent_meta(mono)
+    assert mono_meta.channels == 1 and mono_meta.dim == 8
+    solo = next(np.load(mono / f['file']) for f in mono_files if f['source'].endswith('solo.wav'))
+    # rows 0-7 are the left channel's latents, rows 8-15 the right's; a mono file gives both halves equal
+    np.testing.assert_allclose(by_name['solo.wav'][:8], solo, atol=1e-5)
+    np.testing.assert_allclose(by_name['solo.wav'][8:], solo, atol=1e-5)
+    np.testing.assert_allclose(by_name['duo.wav'][:8], solo, atol=1e-5)
+    assert not np.allclose(by_name['duo.wav'][8:], solo, atol=1e-3)
+    decoded = tmp_path / 'decoded'
+    assert latents_script.main(['decode', export, str(out), str(decoded)] + args) == 0
+    info = sf.info(decoded / 'duo.wav')
+    assert (info.channels, info.frames) == (2, files[0]['frames'] * 256)
+    wav = sf.read(decoded / 'solo.wav')[0]
+    np.testing.assert_allclose(wav[:, 0], wav[:, 1], atol=1e-5)  # equal latents, same decoding seed
+
+
+def test_latent_dataset_swaps_stereo_halves_at_random(tmp_path):
+    left, right = torch.zeros(3, 40), torch.ones(3, 40)
+    stereo = write_latent_files(tmp_path / 'stereo', [torch.cat([left, right])],
+                                {'model': 'm', 'frame_rate': 10, 'dim': 6, 'extra': {'channels': 2}}).parent
+    dataset = LatentDataset(stereo, segment_duration=2.0, num_samples=200, swap_channels=0.5, seed=3)
+    firsts = [float(dataset[i]['latents'][0, 0]) for i in range(200)]
+    assert 70 < sum(firsts) < 130  # about half the items start with the right channel
+    item = dataset[int(np.argmax(firsts))]['latents']
+    assert torch.equal(item[:3], torch.ones(3, 20)) and torch.equal(item[3:], torch.zeros(3, 20))
+    assert [float(dataset[i]['latents'][0, 0]) for i in range(200)] == firsts  # drawn from (seed, epoch, index)
+    dataset.set_epoch(1)
+    assert [float(dataset[i]['latents'][0, 0]) for i in range(200)] != firsts
+    never = LatentDataset(stereo, segment_duration=2.0, num_samples=20, swap_channels=0.0)
+    assert all(float(never[i]['latents'][0, 0]) == 0 for i in range(20))
+    mono = write_latent_files(tmp_path / 'mono', [torch.arange(6.)[:, None].expand(6, 40)],
+                              {'model': 'm', 'frame_rate': 10, 'dim': 6}).parent
+    assert LatentDataset(mono, segment_duration=2.0, num_samples=4, swap_channels=1.0).swap_channels == 0.0
+    with pytest.raises(ValueError, match='swap_channels=1.5'):
+        LatentDataset(stereo, segment_duration=2.0, num_samples=4, swap_channels=1.5)

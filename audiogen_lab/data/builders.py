@@ -37,6 +37,7 @@ DATASET_SPLITS = ("train", "valid", "evaluate", "generate")
 LOADER_KEYS = ("batch_size", "num_workers", "kind")
 # Options the token and latent datasets understand; the audio-only keys of `dataset` are ignored there.
 CODE_OPTIONS = ("segment_duration", "shuffle", "num_samples", "pad")
+LATENT_OPTIONS = CODE_OPTIONS + ("swap_channels",)
 
 # factory(path, cfg, split, options, batch_size): `options` are the split's `dataset` keys (minus the loader
 # keys), `batch_size` the per-rank batch size (iterable datasets hand whole batches to each worker).
@@ -55,8 +56,8 @@ def _audio_factory(klass: tp.Type[AudioDataset]) -> DatasetFactory:
     return build
 
 
-def _code_options(options: tp.Dict[str, tp.Any]) -> tp.Dict[str, tp.Any]:
-    return {key: options[key] for key in CODE_OPTIONS if key in options}
+def _code_options(options: tp.Dict[str, tp.Any], keys: tp.Sequence[str] = CODE_OPTIONS) -> tp.Dict[str, tp.Any]:
+    return {key: options[key] for key in keys if key in options}
 
 
 def _tokens(path: str, cfg: DictConfig, split: str, options: tp.Dict[str, tp.Any],
@@ -66,7 +67,7 @@ def _tokens(path: str, cfg: DictConfig, split: str, options: tp.Dict[str, tp.Any
 
 def _latents(path: str, cfg: DictConfig, split: str, options: tp.Dict[str, tp.Any],
              batch_size: int) -> torch.utils.data.Dataset:
-    return LatentDataset(path, seed=cfg.seed, name=split, **_code_options(options))
+    return LatentDataset(path, seed=cfg.seed, name=split, **_code_options(options, LATENT_OPTIONS))
 
 
 def _paired_tokens(path: str, cfg: DictConfig, split: str, options: tp.Dict[str, tp.Any],

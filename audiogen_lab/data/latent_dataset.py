@@ -5,8 +5,12 @@ producing model (`model`: signature or export name), `frame_rate`, `dim` (D), op
 and `extra`, and one entry per file: `{file, frames, scale, source}` where `scale` is the scale the
 model returned with the latents (None when it does not normalise) and `source` the audio file.
 
+Stereo audio coded by a mono autoencoder channel by channel is stored with its channels concatenated as
+features: `[channels * D', T]`, left first, with `extra['channels']` the audio channels (1 when absent).
+
 Write with `write_latent_files`; `LatentDataset` returns fixed-length crops drawn from
-`(seed, epoch, index)` like `AudioDataset`, with `length` telling real frames from padding.
+`(seed, epoch, index)` like `AudioDataset`, with `length` telling real frames from padding, and swaps the
+left and right latents of stereo files at random when asked (`swap_channels`).
 """
 from dataclasses import asdict, dataclass, field
 import logging
@@ -17,10 +21,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .sampling import ItemPlan
+from .sampling import ItemPlan, item_generator
 from .token_dataset import META_NAME, _write_json, read_folder_meta
 
 logger = logging.getLogger(__name__)
+
+SWAP_SALT = 0x5_3a9  # the left/right swap draw is independent of the crop draw of the same item
 
 PathLike = tp.Union[str, Path]
 LatentItem = tp.Union[torch.Tensor, np.ndarray, tp.Tuple[tp.Any, tp.Optional[float], str]]
@@ -42,6 +48,11 @@ class LatentMeta:
     dim: int
     sample_rate: tp.Optional[int] = None
     extra: tp.Dict[str, tp.Any] = field(default_factory=dict)
+
+    @property
+    def channels(self) -> int:
+        """Audio channels whose latents are concatenated as features (`extra['channels']`, default 1)."""
+        return int(self.extra.get('channels') or 1)
 
     @classmethod
     def from_dict(cls, d: tp.Dict[str, tp.Any], where: str = 'latent metadata') -> 'LatentMeta':
@@ -115,13 +126,23 @@ class LatentDataset(torch.utils.data.Dataset):
         pad: pad crops shorter than the segment to its length.
         seed: sampling seed.
         name: dataset name used in logs and errors.
+        swap_channels: probability of swapping the left and right latents of an item (stereo latents only;
+            ignored for mono ones), drawn from `(seed, epoch, index)`.
     """
 
     def __init__(self, folder: PathLike, segment_duration: tp.Optional[float] = None, shuffle: bool = True,
-                 num_samples: tp.Optional[int] = None, pad: bool = True, seed: int = 0, name: str = 'latents'):
+                 num_samples: tp.Optional[int] = None, pad: bool = True, seed: int = 0, name: str = 'latents',
+                 swap_channels: float = 0.0):
         self.folder = Path(folder)
         self.name = name
         self.meta, self.files = load_latent_meta(self.folder)
+        if not 0.0 <= swap_channels <= 1.0:
+            raise ValueError(f"{name}: swap_channels={swap_channels} is a probability, in [0, 1].")
+        if self.meta.dim % self.meta.channels:
+            raise ValueError(f"{self.folder / META_NAME}: dim={self.meta.dim} is not a multiple of "
+                             f"channels={self.meta.channels}.")
+        self.swap_channels = swap_channels if self.meta.channels == 2 else 0.0
+        self.seed = seed
         if shuffle and num_samples is None:
             raise ValueError(f"{name} ({self.folder}): a shuffled latent dataset needs num_samples.")
         self.segment_frames = (None if segment_duration is None
@@ -158,5 +179,8 @@ class LatentDataset(torch.utils.data.Dataset):
             raise ValueError(f"{path} ({record['source']}) holds NaN or infinite latents.")
         if self.pad and self.segment_frames is not None and frames < self.segment_frames:
             latents = F.pad(latents, (0, self.segment_frames - frames))
+        swap = item_generator(self.seed, self.epoch, index, SWAP_SALT)
+        if self.swap_channels > 0 and float(torch.rand((), generator=swap)) < self.swap_channels:
+            latents = torch.cat(latents.chunk(2, dim=0)[::-1])
         scale = 1.0 if record.get('scale') is None else float(record['scale'])
         return {'latents': latents, 'length': frames, 'path': record['source'], 'scale': scale}

@@ -46,6 +46,7 @@ class LatentGAN(nn.Module):
         self.register_buffer("latent_mean", torch.zeros(generator.latent_dim))
         self.register_buffer("latent_std", torch.ones(generator.latent_dim))
         self.register_buffer("rate", torch.tensor(float(frame_rate), dtype=torch.float64))
+        self.register_buffer("audio_channels", torch.tensor(1))
 
     @property
     def window(self) -> int:
@@ -56,10 +57,19 @@ class LatentGAN(nn.Module):
         """Latent frames per second."""
         return float(self.rate)
 
+    @property
+    def channels(self) -> int:
+        """Audio channels whose latents are concatenated in the D features (2 for stereo latents coded
+        channel by channel by a mono autoencoder)."""
+        return int(self.audio_channels)
+
     @torch.no_grad()
     def set_normaliser(self, mean: tp.Sequence[float], std: tp.Sequence[float], frame_rate: float,
-                       min_std: float = 1e-5) -> None:
-        """Set the per-dimension mean and std `[D]` of the training latents and their rate."""
+                       min_std: float = 1e-5, channels: int = 1) -> None:
+        """Set the per-dimension mean and std `[D]` of the training latents, their rate and the audio
+        channels they hold."""
+        assert self.latent_dim % channels == 0, (
+            f"{self.latent_dim} latent dimensions cannot hold {channels} channels of equal size.")
         mean_t, std_t = torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(std, dtype=torch.float32)
         assert mean_t.shape == std_t.shape == (self.latent_dim,), (
             f"Expected a mean and std of [{self.latent_dim}] values, got {tuple(mean_t.shape)} and "
@@ -67,6 +77,7 @@ class LatentGAN(nn.Module):
         self.latent_mean.copy_(mean_t)
         self.latent_std.copy_(std_t.clamp(min=min_std))
         self.rate.fill_(float(frame_rate))
+        self.audio_channels.fill_(int(channels))
 
     def normalise(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents `[B, D, T]` of the autoencoder -> the generator's space."""
@@ -128,11 +139,16 @@ class LatentGAN(nn.Module):
 
 
 def decode_latents(latents: torch.Tensor, autoencoder: tp.Any, chunk_seconds: tp.Optional[float] = 10.0,
-                   overlap_seconds: float = 1.0) -> torch.Tensor:
+                   overlap_seconds: float = 1.0, channels: int = 1) -> torch.Tensor:
     """Audio `[N, C, T]` of latents `[N, D, T']` through a continuous `CompressionModel` (`decode_chunked` when
-    it has one and `chunk_seconds` is set, else `decode`)."""
+    it has one and `chunk_seconds` is set, else `decode`). With `channels` > 1 the D features hold that many
+    audio channels' latents one after the other, each decoded alone and stacked as audio channels
+    (stereo latents of a mono autoencoder, see `audiogen_lab.data.latent_dataset`)."""
     assert getattr(autoencoder, "is_continuous", True), (
         f"{type(autoencoder).__name__} is not a continuous autoencoder: a latent GAN needs latents, not codes.")
+    if channels > 1:
+        return torch.cat([decode_latents(part, autoencoder, chunk_seconds, overlap_seconds)
+                          for part in latents.chunk(channels, dim=1)], dim=1)
     with torch.no_grad():
         if chunk_seconds is not None and hasattr(autoencoder, "decode_chunked"):
             return autoencoder.decode_chunked(latents, None, chunk_seconds=chunk_seconds,

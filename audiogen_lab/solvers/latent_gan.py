@@ -110,7 +110,7 @@ class LatentGANSolver(StandardSolver):
                              f"{self._latent_meta.dim}.")
         model = get_latent_gan_model(cfg)
         mean, std = self._normaliser()
-        model.set_normaliser(mean, std, self._latent_meta.frame_rate)
+        model.set_normaliser(mean, std, self._latent_meta.frame_rate, channels=self._latent_meta.channels)
         self.register_model("model", model.to(self.device))
         self.register_model("critic", get_latent_critic(cfg).to(self.device), role=roles.ADVERSARY)
         g_optimizer = builders.get_optimizer(self.model.generator, cfg.optim)
@@ -220,6 +220,19 @@ class LatentGANSolver(StandardSolver):
         from .loading import load_model
         return load_model(str(source), name=name, device=device, family="latent_gan",
                           default_name=cls.default_model_name)
+
+
+def autoencoder_source(cfg: DictConfig) -> tp.Optional[str]:
+    """The autoencoder whose latents a latent GAN of config `cfg` learns: ``latent_gan.autoencoder``, else the
+    `model` recorded by the training latent folder's meta.json (None when neither is there)."""
+    named = cfg.latent_gan.get("autoencoder")
+    if named:
+        return str(named)
+    folder = cfg.get("datasource", {}).get("train")
+    try:
+        return load_latent_meta(to_absolute_path(str(folder)))[0].model if folder else None
+    except (FileNotFoundError, ValueError):
+        return None
 
 
 class _FixedR1:

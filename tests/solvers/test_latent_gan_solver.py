@@ -180,6 +180,18 @@ def test_generated_latents_decode_through_an_autoencoder_in_chunks():
     assert latents.shape == (1, codec.latent_dim, frames)
     audio = decode_latents(latents, codec, chunk_seconds=0.5, overlap_seconds=0.1)
     assert audio.shape == (1, 1, frames * codec.hop_length) and torch.isfinite(audio).all()
+    # stereo latents of a mono autoencoder: left then right in the features, decoded one by one
+    stereo = get_latent_gan_model(OmegaConf.merge(cfg, {"latent_gan": {"latent_dim": 2 * codec.latent_dim}})).eval()
+    stereo.set_normaliser([0.0] * 2 * codec.latent_dim, [1.0] * 2 * codec.latent_dim, codec.frame_rate, channels=2)
+    assert stereo.channels == 2
+    with torch.no_grad():
+        latents = stereo.generate(1.0, seed=0)
+    torch.manual_seed(1)  # the consistency decoder draws noise: the left channel is decoded first
+    audio = decode_latents(latents, codec, chunk_seconds=None, channels=stereo.channels)
+    assert audio.shape == (1, 2, round(codec.frame_rate) * codec.hop_length)
+    torch.manual_seed(1)
+    torch.testing.assert_close(audio[:, :1], decode_latents(latents[:, :codec.latent_dim], codec, chunk_seconds=None))
+    assert not torch.allclose(audio[:, 0], audio[:, 1], atol=1e-4)
 
 
 @torch.no_grad()
@@ -215,3 +227,35 @@ def test_debug_gan_halves_the_latent_fd(debug_run):
 def test_debug_gan_joins_windows_without_seams(debug_run):
     _, history = debug_run
     assert history[-1]["valid"]["seam"] <= 1.5
+
+
+def test_generate_script_decodes_exact_length_audio(tmp_path):
+    """scripts/generate.py --latent-gan: stereo latents of a mono autoencoder at its frame rate, decoded to
+    stereo files of exactly --duration seconds; the autoencoder comes from the training latents' meta.json."""
+    import soundfile as sf
+
+    from ..conftest import load_script, tiny_autoencoder_export
+
+    autoencoder = tiny_autoencoder_export(tmp_path / "ae")  # 8-d latents at 62.5 frames/s, 16 kHz
+    meta = LatentMeta(model=autoencoder, frame_rate=62.5, dim=2 * DIM, extra={"channels": 2})
+    stereo = [torch.cat([item, item.roll(5, dims=-1)]) for item in structured_latents(6, 80, seed=5)]
+    write_latent_files(tmp_path / "train", stereo, meta)
+    write_latent_files(tmp_path / "valid", stereo[:2], meta)
+    args = ["solver=latent_gan/debug", "optim.epochs=1", "optim.updates_per_epoch=2", "dataset.valid.num_samples=8",
+            f"latent_gan.latent_dim={2 * DIM}"] + _overrides(tmp_path)
+    with experiments_folder(tmp_path / "dora"):
+        xp = main.init_xp(main.get_xp(args))
+        with xp.enter():
+            get_solver(xp.cfg).run()
+        out = tmp_path / "samples"
+        assert load_script("generate").main(["--latent-gan", f"//sig/{xp.sig}", "--duration", "1.3", "--num-samples",
+                                             "2", "--seed", "0", "--truncation", "2", "--device", "cpu",
+                                             "--out", str(out)]) == 0
+        for index in range(2):
+            info = sf.info(out / f"sample_{index:03d}.wav")
+            assert (info.samplerate, info.channels, info.frames) == (16000, 2, round(1.3 * 16000))
+            assert (out / f"sample_{index:03d}.png").stat().st_size > 0
+        with pytest.raises(ValueError, match="latent frames/s"):
+            load_script("generate").main(["--latent-gan", f"//sig/{xp.sig}", "--autoencoder",
+                                          tiny_autoencoder_export(tmp_path / "ae8k", sample_rate=8000),
+                                          "--out", str(out)])
