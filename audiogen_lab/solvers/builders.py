@@ -71,6 +71,19 @@ def get_audio_datasets(cfg: DictConfig, updates_per_epoch: tp.Optional[int] = No
 
 
 # ---------------------------------------------------------------------- losses
+def get_fad(cfg: DictConfig, device: tp.Union[str, torch.device] = "cpu") -> tp.Any:
+    """A `FrechetAudioDistance` with the embedder of ``fad.embedder`` (its weights from ``fad.checkpoint``,
+    its options from ``fad.<embedder>``), or None when the config has no ``fad.embedder``."""
+    from ..metrics.embedders import get_embedder
+    from ..metrics.fad import FrechetAudioDistance
+    fad_cfg = cfg.get("fad") or {}
+    if not fad_cfg.get("embedder"):
+        return None
+    options = dict_from_config(fad_cfg.get(fad_cfg.embedder))
+    embedder = get_embedder(fad_cfg.embedder, fad_cfg.get("checkpoint"), **options)
+    return FrechetAudioDistance(embedder.to(device))
+
+
 def get_loss(name: str, cfg: DictConfig) -> nn.Module:
     """The waveform loss `name` (``l1``, ``l2``, ``mel``, ``msspec``, ``mrstft``, ``sisnr``) with its
     options from ``cfg.<name>``."""

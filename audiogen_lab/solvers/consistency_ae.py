@@ -13,10 +13,9 @@ import typing as tp
 import torch
 
 from ..metrics.audio import MelDistance
-from ..metrics.embedders import get_embedder
-from ..metrics.fad import FrechetAudioDistance
 from ..modules.consistency import discretization_step
 from ..utils.utils import dict_from_config, metrics_as_floats
+from . import builders
 from .compression import CompressionSolver, item_lengths
 
 
@@ -67,12 +66,7 @@ class ConsistencyAESolver(CompressionSolver):
     def evaluate(self) -> dict:
         """The compression evaluation (one-step SI-SNR, mel distance) plus the FAD between references and
         reconstructions, with the embedder of ``fad.embedder`` (``logmel`` needs no weights; null: no FAD)."""
-        fad_cfg = self.cfg.get("fad") or {}
-        self._fad = None
-        if fad_cfg.get("embedder"):
-            embedder = get_embedder(fad_cfg.embedder, fad_cfg.get("checkpoint"),
-                                    **dict_from_config(fad_cfg.get(fad_cfg.embedder)))
-            self._fad = FrechetAudioDistance(embedder.to(self.device))
+        self._fad = builders.get_fad(self.cfg, self.device)
         metrics = super().evaluate()
         if self._fad is not None:
             metrics["fad"] = self._fad.compute()

@@ -6,12 +6,16 @@ generated halves), plus R1 on the real windows (adaptive weight with ``latent_ga
 optional one-centred gradient penalty and the optional reconstruction head; the generator learns the
 hinge generator loss through the critic (whose parameters take no gradient from it). Validation runs
 under the generator's EMA: latent Fréchet distance between generated and held-out windows, per-dimension
-mean/std errors (normalised space), and the seam ratio of long generated pieces.
+mean/std errors (normalised space), and the seam ratio of long generated pieces. Evaluation (with
+``datasource.evaluate``, under the best weights) generates whole pieces and measures the generation speed,
+latent-only and end to end through the autoencoder that made the latents, and the FAD (``fad.embedder``)
+between the decoded generations and the decoded held-out latents.
 """
 from __future__ import annotations
 
 from contextlib import contextmanager
 import logging
+import time
 import typing as tp
 
 import flashy.distrib
@@ -24,7 +28,7 @@ from torch import nn
 from ..data.latent_dataset import load_latent_meta
 from ..losses.gan import AdaptiveR1, gradient_penalty, hinge_discriminator_loss, hinge_gen_loss, r1_penalty
 from ..metrics.latent_gan import latent_frechet_distance, moment_errors, seam_ratio
-from ..models.latent_gan import LatentGAN
+from ..models.latent_gan import LatentGAN, decode_latents
 from ..models.latent_gan_builder import get_latent_critic, get_latent_gan_model
 from . import builders, roles
 from .base import StandardSolver
@@ -209,6 +213,53 @@ class LatentGANSolver(StandardSolver):
         pieces = self.model.generate_normalised(int(gan.valid_windows) * self.model.window, int(gan.valid_pieces),
                                                 gan.truncation, seed=int(gan.valid_seed))
         metrics["seam"] = seam_ratio(pieces, self.model.window // 2)
+        return metrics
+
+    def _autoencoder(self) -> tp.Optional[nn.Module]:
+        """The autoencoder of ``latent_gan.autoencoder`` (an error when it cannot be loaded), else the one the
+        training latents' meta.json names when it can be loaded, else None (no audio metrics)."""
+        if not hasattr(self, "_autoencoder_model"):
+            from .loading import load_model
+            source, named = autoencoder_source(self.cfg), bool(self.cfg.latent_gan.get("autoencoder"))
+            self._autoencoder_model = None
+            try:
+                if source:
+                    self._autoencoder_model = load_model(source, device=self.device, family="compression")
+            except (FileNotFoundError, ValueError, KeyError) as err:
+                if named:
+                    raise ValueError(f"latent_gan.autoencoder={source!r} cannot be loaded: {err}") from err
+                self.logger.warning("No audio metrics: the latents' model %r cannot be loaded (%s); set "
+                                    "latent_gan.autoencoder.", source, err)
+        return self._autoencoder_model
+
+    def evaluate(self) -> dict:
+        """Under the best (EMA) generator, `latent_gan.eval_pieces` pieces of `latent_gan.eval_seconds`:
+        `fd` and moment errors against the held-out windows of ``datasource.evaluate``, `speed_latent`
+        (seconds generated per second, latents only), and with the autoencoder `speed_end_to_end`
+        (decoding included) and `fad` against the decoded held-out windows."""
+        gan = self.cfg.latent_gan
+        real = torch.cat([batch["latents"].float() for batch in self.dataloaders["evaluate"]]).to(self.device)
+        seconds, pieces = float(gan.eval_seconds), int(gan.eval_pieces)
+        begin = time.perf_counter()
+        fake = self.model.generate(seconds, pieces, gan.truncation, seed=int(gan.valid_seed))
+        latent_time = time.perf_counter() - begin
+        metrics = {"fd": latent_frechet_distance(self.model.normalise(real), self.model.normalise(fake)),
+                   **moment_errors(self.model.normalise(real), self.model.normalise(fake)),
+                   "speed_latent": seconds * pieces / latent_time}
+        autoencoder = self._autoencoder()
+        if autoencoder is None:
+            return metrics
+        begin = time.perf_counter()
+        audio = decode_latents(fake, autoencoder, channels=self.model.channels)
+        metrics["speed_end_to_end"] = seconds * pieces / (latent_time + time.perf_counter() - begin)
+        fad = builders.get_fad(self.cfg, self.device)
+        if fad is not None:
+            rate = autoencoder.sample_rate
+            for wav in audio:
+                fad.update_fake(wav[None].float(), rate)
+            for wav in decode_latents(real, autoencoder, channels=self.model.channels):
+                fad.update_real(wav[None].float(), rate)
+            metrics["fad"] = fad.compute()
         return metrics
 
     # ------------------------------------------------------------------ loading

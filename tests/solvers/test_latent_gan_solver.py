@@ -135,7 +135,7 @@ def test_seam_ratio_is_one_for_smooth_signals_and_large_for_jumps():
 def test_reconstruction_head_fixed_r1_and_gradient_penalty(latent_root, tmp_path):
     args = ["solver=latent_gan/debug", "optim.epochs=1", "optim.updates_per_epoch=4", "dataset.valid.num_samples=16",
             "latent_critic.reconstruction=true", "latent_gan.adaptive_r1=false", "latent_gan.r1_gamma=0.5",
-            "latent_gan.gp_weight=1.0"]
+            "latent_gan.gp_weight=1.0", f"datasource.evaluate={latent_root / 'valid'}", "latent_gan.eval_seconds=3"]
     with experiments_folder(tmp_path / "dora"):
         xp = main.init_xp(main.get_xp(args + _overrides(latent_root)))
         with xp.enter():
@@ -146,6 +146,8 @@ def test_reconstruction_head_fixed_r1_and_gradient_penalty(latent_root, tmp_path
         assert key in train and math.isfinite(train[key]), key
     assert train["r1_gamma"] == 0.5 and solver.r1.state_dict() == {"gamma": 0.5}
     assert math.isfinite(solver.history[-1]["valid"]["fd"])
+    evaluate = solver.history[-1]["evaluate"]  # the synthetic latents name no loadable autoencoder: latent metrics only
+    assert evaluate["speed_latent"] > 0 and math.isfinite(evaluate["fd"]) and "fad" not in evaluate
 
 
 def test_latent_dim_mismatch_names_the_key(latent_root, tmp_path):
@@ -230,8 +232,9 @@ def test_debug_gan_joins_windows_without_seams(debug_run):
 
 
 def test_generate_script_decodes_exact_length_audio(tmp_path):
-    """scripts/generate.py --latent-gan: stereo latents of a mono autoencoder at its frame rate, decoded to
-    stereo files of exactly --duration seconds; the autoencoder comes from the training latents' meta.json."""
+    """Stereo latents of a mono autoencoder at its frame rate: the evaluate stage measures speed and FAD through
+    the autoencoder the training latents' meta.json names; scripts/generate.py --latent-gan decodes stereo files
+    of exactly --duration seconds."""
     import soundfile as sf
 
     from ..conftest import load_script, tiny_autoencoder_export
@@ -242,11 +245,16 @@ def test_generate_script_decodes_exact_length_audio(tmp_path):
     write_latent_files(tmp_path / "train", stereo, meta)
     write_latent_files(tmp_path / "valid", stereo[:2], meta)
     args = ["solver=latent_gan/debug", "optim.epochs=1", "optim.updates_per_epoch=2", "dataset.valid.num_samples=8",
-            f"latent_gan.latent_dim={2 * DIM}"] + _overrides(tmp_path)
+            f"latent_gan.latent_dim={2 * DIM}", f"datasource.evaluate={tmp_path / 'valid'}", "latent_gan.eval_seconds=2",
+            "latent_gan.eval_pieces=3"] + _overrides(tmp_path)
     with experiments_folder(tmp_path / "dora"):
         xp = main.init_xp(main.get_xp(args))
         with xp.enter():
-            get_solver(xp.cfg).run()
+            solver = get_solver(xp.cfg)
+            solver.run()
+        evaluate = solver.history[-1]["evaluate"]
+        assert evaluate["speed_latent"] > evaluate["speed_end_to_end"] > 0
+        assert evaluate["fad"] > 0 and evaluate["fd"] > 0 and math.isfinite(evaluate["mean_error"])
         out = tmp_path / "samples"
         assert load_script("generate").main(["--latent-gan", f"//sig/{xp.sig}", "--duration", "1.3", "--num-samples",
                                              "2", "--seed", "0", "--truncation", "2", "--device", "cpu",
