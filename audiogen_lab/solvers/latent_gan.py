@@ -18,7 +18,6 @@ import logging
 import time
 import typing as tp
 
-import flashy.distrib
 import numpy as np
 import torch
 from hydra.utils import to_absolute_path
@@ -30,6 +29,7 @@ from ..losses.gan import AdaptiveR1, gradient_penalty, hinge_discriminator_loss,
 from ..metrics.latent_gan import latent_frechet_distance, moment_errors, seam_ratio
 from ..models.latent_gan import LatentGAN, decode_latents
 from ..models.latent_gan_builder import get_latent_critic, get_latent_gan_model
+from ..utils.distrib import average_tensor
 from . import builders, roles
 from .base import StandardSolver
 
@@ -138,13 +138,6 @@ class LatentGANSolver(StandardSolver):
         coords, style, _ = self.model.sampler.training_windows(batch_size, device=self.device)
         return self.model(coords, style)
 
-    def _average_across_ranks(self, value: torch.Tensor) -> torch.Tensor:
-        value = value.detach().float().clone()
-        if flashy.distrib.is_distributed():
-            torch.distributed.all_reduce(value)
-            value /= flashy.distrib.world_size()
-        return value
-
     def run_step(self, idx: int, batch: tp.Any, metrics: dict) -> dict:
         real = self._real_windows(batch)
         if not self.is_training:
@@ -173,7 +166,7 @@ class LatentGANSolver(StandardSolver):
                 g_loss = hinge_gen_loss(self.critic(fake))
         if not self.check_finite({**d_losses, "g_loss": g_loss}, batch):
             return metrics
-        certainty = self._average_across_ranks(AdaptiveR1.certainty(real_logits))
+        certainty = average_tensor(AdaptiveR1.certainty(real_logits))  # one R1 weight on every rank
         d_loss = sum(d_losses.values())
         self.optim_groups["generator"].backward(g_loss)
         self.optim_groups["critic"].backward(d_loss)

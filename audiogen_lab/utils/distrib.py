@@ -42,6 +42,15 @@ def average_metrics(metrics: tp.Dict[str, float], count: float = 1.0,
     return {key: float(values[i, 0] / values[i, 1]) for i, key in enumerate(keys)}
 
 
+def average_tensor(value: torch.Tensor) -> torch.Tensor:
+    """The mean over ranks of `value` (a detached float copy; `value` itself on a single process)."""
+    value = value.detach().float().clone()
+    if flashy.distrib.is_distributed():
+        dist.all_reduce(value)
+        value /= flashy.distrib.world_size()
+    return value
+
+
 class _GatherWithGrad(torch.autograd.Function):
     """All-gather along dim 0 whose backward sums every rank's gradient of the gathered tensor (one
     all-reduce) and hands each rank the rows it contributed. Plain blocking collectives only, so that

@@ -7,6 +7,9 @@ from torch import nn
 
 from audiogen_lab.adversarial import hinge_gen_loss
 from audiogen_lab.losses import AdaptiveR1, gradient_penalty, hinge_discriminator_loss, r1_penalty
+from audiogen_lab.utils import distrib
+
+from ..distributed import run_ranks
 
 
 class ToyCritic(nn.Module):
@@ -103,3 +106,21 @@ def test_adaptive_r1_direction_bounds_and_state():
     assert restored.update(1.0) == adaptive.update(1.0)
     with pytest.raises(AssertionError, match="min_gamma"):
         AdaptiveR1(gamma=1000.0)
+
+
+def _two_rank_r1(rank: int) -> dict:
+    """Rank 0's critic is sure of every real window, rank 1's of none: averaged over ranks, the certainty is
+    0, below the target, so both ranks lower the weight alike; on its own, rank 0 would raise it."""
+    logits = torch.full((4,), 1.0 if rank == 0 else -1.0)
+    shared, alone = AdaptiveR1(gamma=1.0, factor=2.0), AdaptiveR1(gamma=1.0, factor=2.0)
+    for _ in range(3):
+        shared.update(distrib.average_tensor(AdaptiveR1.certainty(logits)))
+        alone.update(AdaptiveR1.certainty(logits))
+    return {"shared": shared.state_dict(), "alone": alone.state_dict()}
+
+
+@pytest.mark.slow
+def test_adaptive_r1_weight_is_the_same_on_every_rank(tmp_path):
+    first, second = run_ranks(_two_rank_r1, tmp_path)
+    assert first["shared"] == second["shared"] == {"gamma": 0.125, "last_certainty": 0.0}
+    assert first["alone"]["gamma"] == 8.0 and second["alone"]["gamma"] == 0.125

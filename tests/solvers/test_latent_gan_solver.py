@@ -224,8 +224,10 @@ def test_debug_gan_halves_the_latent_fd(debug_run):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="known gap: after the debug run the EMA generator's half-window joins jump 2-4x more than "
-                          "its frames inside a half (seam 2.3-4.7 up to 1,400 updates); the issue asks <= 1.5")
+@pytest.mark.xfail(strict=True, reason=(
+    "known gap: after the debug run the EMA generator's half-window joins jump 2-4x more than its frames inside a "
+    "half (seam 2.3-5 up to 1,200 updates, also with replicate padding or coordinates extrapolated past the edges; "
+    "1-frame kernels give 1.3-1.9 but the FD stalls at 0.8); the issue asks <= 1.5"))
 def test_debug_gan_joins_windows_without_seams(debug_run):
     _, history = debug_run
     assert history[-1]["valid"]["seam"] <= 1.5
@@ -245,8 +247,8 @@ def test_generate_script_decodes_exact_length_audio(tmp_path):
     write_latent_files(tmp_path / "train", stereo, meta)
     write_latent_files(tmp_path / "valid", stereo[:2], meta)
     args = ["solver=latent_gan/debug", "optim.epochs=1", "optim.updates_per_epoch=2", "dataset.valid.num_samples=8",
-            f"latent_gan.latent_dim={2 * DIM}", f"datasource.evaluate={tmp_path / 'valid'}", "latent_gan.eval_seconds=2",
-            "latent_gan.eval_pieces=3"] + _overrides(tmp_path)
+            f"latent_gan.latent_dim={2 * DIM}", f"datasource.evaluate={tmp_path / 'valid'}",
+            "latent_gan.eval_seconds=2", "latent_gan.eval_pieces=3"] + _overrides(tmp_path)
     with experiments_folder(tmp_path / "dora"):
         xp = main.init_xp(main.get_xp(args))
         with xp.enter():
