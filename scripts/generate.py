@@ -103,7 +103,7 @@ def generate_with_latent_gan(args: argparse.Namespace) -> tp.Tuple[torch.Tensor,
     covering = math.ceil(args.duration * gan.frame_rate - 1e-6) / gan.frame_rate  # whole frames, at least duration
     with torch.no_grad():
         latents = gan.generate(covering, args.num_samples, args.truncation, args.seed, loop=args.loop)
-        audio = decode_latents(latents, autoencoder, channels=gan.channels)
+        audio = decode_latents(latents, autoencoder, channels=gan.channels, seed=args.seed)
     rate = autoencoder.sample_rate
     return audio[..., :round(args.duration * rate)].cpu(), rate
 

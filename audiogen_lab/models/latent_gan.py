@@ -22,6 +22,11 @@ from .latent_gan_coords import CoordinateSampler
 from .latent_gan_generator import LatentGenerator
 
 
+def _float_bits(value: float) -> torch.Tensor:
+    """The bits of `value` as a float64, in a 0-d int64 tensor."""
+    return torch.tensor(float(value), dtype=torch.float64).view(torch.int64)
+
+
 class LatentGAN(nn.Module):
     """Generator of a latent GAN with its coordinate system and latent normaliser.
 
@@ -45,7 +50,9 @@ class LatentGAN(nn.Module):
         self.latent_dim = generator.latent_dim
         self.register_buffer("latent_mean", torch.zeros(generator.latent_dim))
         self.register_buffer("latent_std", torch.ones(generator.latent_dim))
-        self.register_buffer("rate", torch.tensor(float(frame_rate), dtype=torch.float64))
+        # the rate as the bits of a float64 in an integer buffer: it travels with the weights and, unlike a
+        # floating buffer, keeps its exact value through `.to(dtype)`, `.half()` or bf16 casts
+        self.register_buffer("rate_bits", _float_bits(frame_rate))
         self.register_buffer("audio_channels", torch.tensor(1))
 
     @property
@@ -55,7 +62,7 @@ class LatentGAN(nn.Module):
     @property
     def frame_rate(self) -> float:
         """Latent frames per second."""
-        return float(self.rate)
+        return float(self.rate_bits.view(torch.float64))
 
     @property
     def channels(self) -> int:
@@ -76,7 +83,7 @@ class LatentGAN(nn.Module):
             f"{tuple(std_t.shape)}: the latents and latent_gan.latent_dim disagree.")
         self.latent_mean.copy_(mean_t)
         self.latent_std.copy_(std_t.clamp(min=min_std))
-        self.rate.fill_(float(frame_rate))
+        self.rate_bits.copy_(_float_bits(frame_rate))
         self.audio_channels.fill_(int(channels))
 
     def normalise(self, latents: torch.Tensor) -> torch.Tensor:
@@ -139,13 +146,20 @@ class LatentGAN(nn.Module):
 
 
 def decode_latents(latents: torch.Tensor, autoencoder: tp.Any, chunk_seconds: tp.Optional[float] = 10.0,
-                   overlap_seconds: float = 1.0, channels: int = 1) -> torch.Tensor:
+                   overlap_seconds: float = 1.0, channels: int = 1, seed: tp.Optional[int] = None) -> torch.Tensor:
     """Audio `[N, C, T]` of latents `[N, D, T']` through a continuous `CompressionModel` (`decode_chunked` when
     it has one and `chunk_seconds` is set, else `decode`). With `channels` > 1 the D features hold that many
     audio channels' latents one after the other, each decoded alone and stacked as audio channels
-    (stereo latents of a mono autoencoder, see `audiogen_lab.data.latent_dataset`)."""
+    (stereo latents of a mono autoencoder, see `audiogen_lab.data.latent_dataset`). With `seed`, the noise a
+    stochastic decoder draws (the consistency autoencoder's) comes from torch's global generators seeded with
+    it, which are restored afterwards: the same latents and seed give the same audio."""
     assert getattr(autoencoder, "is_continuous", True), (
         f"{type(autoencoder).__name__} is not a continuous autoencoder: a latent GAN needs latents, not codes.")
+    if seed is not None:
+        devices = [latents.device] if latents.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            return decode_latents(latents, autoencoder, chunk_seconds, overlap_seconds, channels)
     if channels > 1:
         return torch.cat([decode_latents(part, autoencoder, chunk_seconds, overlap_seconds)
                           for part in latents.chunk(channels, dim=1)], dim=1)

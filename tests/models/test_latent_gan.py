@@ -191,3 +191,17 @@ def test_tiny_gan_moves_toward_the_data_moments():
         after = _moment_error(ema.module.generate_window(coords, style, noise=noise))
     # measured: 0.89 -> 0.36 for this seed; 0.27 to 0.53 of the start over seeds 0-7
     assert after < 0.7 * before, (before, after)
+
+
+def test_frame_rate_and_channels_survive_dtype_casts_and_reloads():
+    from audiogen_lab.models.latent_gan import LatentGAN
+    gan = LatentGAN(_generator(4, 4, 4, num_blocks=1), 4, 8)
+    gan.set_normaliser([0.0] * 4, [1.0] * 4, 44100 / 4096, channels=2)
+    gan.to(torch.bfloat16)
+    assert gan.frame_rate == 44100 / 4096 and gan.channels == 2  # exact, not rounded to bf16
+    gan.half().float()
+    assert gan.frame_rate == 44100 / 4096
+    other = LatentGAN(_generator(4, 4, 4, num_blocks=1), 4, 8)
+    other.load_state_dict(gan.state_dict())
+    assert other.frame_rate == 44100 / 4096 and other.channels == 2
+    assert other.generate(600, seed=0).shape[-1] == round(600 * 44100 / 4096)
