@@ -3,7 +3,9 @@
 On a CPU without native bfloat16 instructions (AVX2-only x86, for instance) PyTorch emulates bfloat16
 matmuls and convolutions in slow reference kernels: a training step under bfloat16 autocast can be
 hundreds of times slower than in float32. :func:`check_autocast` refuses such a configuration with a
-message naming the keys to change, unless the user forces it with `autocast_force=true`.
+message naming the keys to change, unless the user forces it with `autocast_force=true`. A CPU with
+native bfloat16 instructions but no matrix unit (AVX-512 BF16 without AMX) can still run bfloat16
+matmuls slower than float32: autocast then gives no speed-up, and the check says so with a warning.
 """
 from __future__ import annotations
 
@@ -105,6 +107,10 @@ def check_autocast(device: str, dtype: torch.dtype, force: bool = False) -> None
         return
     support = bf16_support(device)
     if support.native:
+        if _device_type(device) == "cpu" and cpu_bf16_slowdown() > 1.0:
+            logger.warning("autocast=true with autocast_dtype=bfloat16: %s, but a 256x256 bfloat16 matmul measured "
+                           "%.1fx the time of float32 on this CPU, so autocast will not speed training up here "
+                           "(autocast=false keeps float32).", support.reason, cpu_bf16_slowdown())
         return
     problem = (f"autocast=true with autocast_dtype=bfloat16 on device '{device}', but {support.reason}: "
                f"training would run far slower than in float32.")

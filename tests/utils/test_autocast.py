@@ -22,12 +22,20 @@ def _cpu(monkeypatch, avx512_bf16: bool, amx: bool = False, slowdown: float = 40
     return measured
 
 
-def test_cpu_with_native_bf16_passes_without_measuring(monkeypatch):
+def test_cpu_with_native_bf16_passes_and_warns_only_when_bf16_is_slower(monkeypatch, caplog):
     for flags in ({"avx512_bf16": True}, {"avx512_bf16": False, "amx": True}):
-        measured = _cpu(monkeypatch, slowdown=500.0, **flags)
+        measured = _cpu(monkeypatch, slowdown=1.9, **flags)
         assert bf16_is_native("cpu")
-        check_autocast("cpu", torch.bfloat16)
-        assert not measured  # the CPU flags are enough
+        assert not measured  # the CPU flags are enough to call it native
+        with caplog.at_level(logging.WARNING, logger=autocast_utils.__name__):
+            check_autocast("cpu", torch.bfloat16)  # passes, but says autocast will not pay here
+        assert any("1.9x" in record.getMessage() and "autocast=false" in record.getMessage()
+                   for record in caplog.records)
+        caplog.clear()
+        _cpu(monkeypatch, slowdown=0.3, **flags)
+        with caplog.at_level(logging.WARNING, logger=autocast_utils.__name__):
+            check_autocast("cpu", torch.bfloat16)
+        assert not caplog.records
 
 
 def test_cpu_without_bf16_refuses_with_keys_and_measured_reason(monkeypatch):
