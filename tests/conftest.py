@@ -67,6 +67,22 @@ def dora_dir(tmp_path, monkeypatch):
     AudioGenEnvironment.reset()
 
 
+def real_example_data(folder: Path, **options) -> Path:
+    """The example dataset (rendered MIDI music, synthesized speech) built into `folder` at 16 kHz with seed 0
+    (`options` go to `build_example_dataset`); skips the test where fluidsynth, espeak-ng or a SoundFont is
+    missing."""
+    import shutil
+
+    from audiogen_lab.data.example import build_example_dataset, find_soundfont
+
+    missing = [tool for tool in ("fluidsynth", "espeak-ng") if shutil.which(tool) is None]
+    if missing or find_soundfont() is None:
+        pytest.skip(f"the real example data needs fluidsynth, espeak-ng and a SoundFont (missing: "
+                    f"{missing or ['SoundFont']}): run `make system-deps`")
+    build_example_dataset(folder, sample_rate=16000, seed=0, workers=2, verbose=False, **options)
+    return folder
+
+
 def tiny_autoencoder_export(folder: Path, sample_rate: int = 16000) -> str:
     """Export a debug consistency autoencoder (random weights, seeded; 8-d latents at sample_rate / 256
     frames/s) like a trained one, into `folder`; returns the export's path."""

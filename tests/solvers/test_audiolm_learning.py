@@ -19,17 +19,15 @@ codec dominates. A clearly positive codec SI-SNR needs the preset's 800 updates 
 """
 from __future__ import annotations
 
-import shutil
 import time
 
 import pytest
 
-from audiogen_lab.data.example import build_example_dataset, find_soundfont
 from audiogen_lab.data.tokenize import tokenize_manifest
 from audiogen_lab.solvers.builders import get_solver
 from audiogen_lab.train import main
 
-from ..conftest import experiments_folder
+from ..conftest import experiments_folder, real_example_data
 
 pytestmark = pytest.mark.slow  # about 4 min on a quiet 2-core machine (Intel Xeon), most of it the codec
 
@@ -45,14 +43,8 @@ MIN_CODEC_SI_SNR = -2.0  # waveform-aligned decoding; an untrained codec is near
 
 @pytest.fixture(scope="module")
 def example_data(tmp_path_factory):
-    missing = [tool for tool in ("fluidsynth", "espeak-ng") if shutil.which(tool) is None]
-    if missing or find_soundfont() is None:
-        pytest.skip(f"the real example data needs fluidsynth, espeak-ng and a SoundFont (missing: "
-                    f"{missing or ['SoundFont']}): run `make system-deps`")
-    root = tmp_path_factory.mktemp("audiolm_example")
-    build_example_dataset(root, num_clips=80, clip_duration=4.0, sample_rate=16000, seed=0, speech_fraction=0.25,
-                          splits=(("train", 0.75), ("valid", 0.25)), workers=2, verbose=False)
-    return root
+    return real_example_data(tmp_path_factory.mktemp("audiolm_example"), num_clips=80, clip_duration=4.0,
+                             speech_fraction=0.25, splits=(("train", 0.75), ("valid", 0.25)))
 
 
 def _run(args):

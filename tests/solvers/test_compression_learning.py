@@ -10,13 +10,11 @@ separately, compared with the same codec before training (same config and seed).
 from __future__ import annotations
 
 import math
-import shutil
 import time
 
 import pytest
 
 from audiogen_lab.data.audio_dataset import load_audio_meta, resolve_manifest
-from audiogen_lab.data.example import build_example_dataset, find_soundfont
 from audiogen_lab.metrics.reconstruction import caption_kind, score_reconstructions
 from audiogen_lab.models import builders as model_builders
 from audiogen_lab.solvers.builders import get_solver
@@ -24,7 +22,7 @@ from audiogen_lab.solvers.compression import CompressionSolver
 from audiogen_lab.train import main
 from audiogen_lab.utils.utils import dict_from_config, seed_everything
 
-from ..conftest import dataset_overrides, experiments_folder
+from ..conftest import dataset_overrides, experiments_folder, real_example_data
 
 pytestmark = pytest.mark.slow
 
@@ -47,13 +45,8 @@ PRESETS = sorted(MIN_SI_SNR)
 
 @pytest.fixture(scope="module")
 def example_data(tmp_path_factory):
-    missing = [tool for tool in ("fluidsynth", "espeak-ng") if shutil.which(tool) is None]
-    if missing or find_soundfont() is None:
-        pytest.skip(f"the real example data needs fluidsynth, espeak-ng and a SoundFont (missing: "
-                    f"{missing or ['SoundFont']}): run `make system-deps`")
-    root = tmp_path_factory.mktemp("example_data")
-    build_example_dataset(root, num_clips=NUM_CLIPS, clip_duration=CLIP_DURATION, sample_rate=16000, seed=0,
-                          speech_fraction=0.3, splits=SPLITS, workers=2, verbose=False)
+    root = real_example_data(tmp_path_factory.mktemp("example_data"), num_clips=NUM_CLIPS,
+                             clip_duration=CLIP_DURATION, speech_fraction=0.3, splits=SPLITS)
     kinds = {caption_kind(meta.info_path) for meta in load_audio_meta(resolve_manifest(root / "evaluate"))}
     assert kinds == {"music", "speech"}, f"the evaluate split should hold music and speech, got {kinds}"
     return root

@@ -7,15 +7,12 @@ rank 4.5-5; untrained 0.33-0.40 and 13-16.5; chance 0.33 and 15.5.
 """
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
-from audiogen_lab.data.example import build_example_dataset, find_soundfont
 from audiogen_lab.solvers.builders import get_solver
 from audiogen_lab.train import main
 
-from ..conftest import experiments_folder
+from ..conftest import experiments_folder, real_example_data
 
 pytestmark = pytest.mark.slow
 
@@ -24,14 +21,8 @@ NUM_VALID = 30
 
 @pytest.fixture(scope="module")
 def captioned_example_data(tmp_path_factory):
-    missing = [tool for tool in ("fluidsynth", "espeak-ng") if shutil.which(tool) is None]
-    if missing or find_soundfont() is None:
-        pytest.skip(f"the real example data needs fluidsynth, espeak-ng and a SoundFont (missing: "
-                    f"{missing or ['SoundFont']}): run `make system-deps`")
-    root = tmp_path_factory.mktemp("mulan_example")
-    build_example_dataset(root, num_clips=100, clip_duration=4.0, sample_rate=16000, seed=0, speech_fraction=0.2,
-                          splits=(("train", 0.7), ("valid", 0.3)), workers=2, verbose=False)
-    return root
+    return real_example_data(tmp_path_factory.mktemp("mulan_example"), num_clips=100, clip_duration=4.0,
+                             speech_fraction=0.2, splits=(("train", 0.7), ("valid", 0.3)))
 
 
 def _run(args, tmp_path_factory):
