@@ -19,13 +19,7 @@ def test_adapter_trains_on_the_harness_batch_format():
     assert module.vocab_size == 23 and module.dim == 32 and len(module.blocks) == 1  # 20 clusters, EOS, PAD, BOS
     ids = bench.make_batch(SMALL)['semantic_ids']  # lm_bench.py: {'semantic_ids': [B, Ns]}
     assert ids.shape == (2, 10)
-    seen = {}
-    forward = module.forward
-
-    def spy(tokens, **kwargs):
-        seen['tokens'], seen['logits'] = tokens, forward(tokens, **kwargs)
-        return seen['logits']
-    module.forward = spy
+    seen = _spied(module)
     module.train()
     loss = loss_fn({'semantic_ids': ids})
     # input [BOS, ids], targets [ids, EOS]: 11 predictions per item
