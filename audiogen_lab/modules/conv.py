@@ -175,15 +175,53 @@ class StreamableConv1d(StreamingModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.is_streaming:
             return self._forward_streaming(x)
+        left, right = self._paddings(x.shape[-1])
+        y = self._convolve_padded_in_place(x, left, right)
+        if y is None:
+            return self.conv(pad1d(x, (left, right), mode=self.pad_mode))
+        return self.conv.norm(y)
+
+    def _paddings(self, length: int) -> tp.Tuple[int, int]:
+        """(left, right) padding of an offline input of `length` samples."""
         effective_kernel = (self.kernel_size - 1) * self.dilation + 1
         padding_total = effective_kernel - self.stride
-        extra = get_extra_padding_for_conv1d(x.shape[-1], effective_kernel, self.stride, padding_total)
+        extra = get_extra_padding_for_conv1d(length, effective_kernel, self.stride, padding_total)
         if self.causal:
-            left, right = padding_total, extra
-        else:
-            right = padding_total // 2
-            left, right = padding_total - right, right + extra
-        return self.conv(pad1d(x, (left, right), mode=self.pad_mode))
+            return padding_total, extra
+        right = padding_total // 2
+        return padding_total - right, right + extra
+
+    def _convolve_padded_in_place(self, x: torch.Tensor, left: int, right: int) -> tp.Optional[torch.Tensor]:
+        """The convolution (before its norm) of `x [B, C, T]` padded by (left, right) in `pad_mode`, without
+        building the padded copy: the convolution pads with zeros itself, and only the few output frames whose
+        windows reach into the padding are recomputed from the padded edges. Equal to
+        ``conv(pad1d(x, (left, right), pad_mode))``; None where that shortcut does not apply (circular
+        padding, inputs too short for separate edges, or an offset the stride cannot express)."""
+        conv = self.conv.conv
+        stride, kernel = self.stride, (self.kernel_size - 1) * self.dilation + 1
+        symmetric = max(left, right)
+        length = x.shape[-1]
+        if self.pad_mode == 'circular' or (symmetric - left) % stride or length < 2 * (kernel + symmetric):
+            return None
+        frames = (length + left + right - kernel) // stride + 1
+        offset = (symmetric - left) // stride
+        y = F.conv1d(x, conv.weight, conv.bias, stride, symmetric, self.dilation, conv.groups)
+        y = y[..., offset:offset + frames]
+        if self.pad_mode == 'constant' or (left == 0 and right == 0):
+            return y
+        first_inner = -(-left // stride)  # the first frame whose window starts inside x
+        last_inner = (length - kernel + left) // stride  # the last frame whose window ends inside x
+        # the edge frames are written over the zero-padded ones (the convolution's backward does not need
+        # its output); each edge slice keeps more than `left` / `right` samples so that it reflects like x
+        if first_inner > 0:
+            end = max((first_inner - 1) * stride - left + kernel, left + 1)
+            y[..., :first_inner] = conv(pad1d(x[..., :end], (left, 0), mode=self.pad_mode))[..., :first_inner]
+        if last_inner < frames - 1:
+            start = (last_inner + 1) * stride - left
+            start -= stride * -(-max(0, right + 1 - (length - start)) // stride)
+            count = frames - last_inner - 1
+            y[..., last_inner + 1:] = conv(pad1d(x[..., start:], (0, right), mode=self.pad_mode))[..., -count:]
+        return y
 
     def _forward_streaming(self, x: torch.Tensor) -> torch.Tensor:
         """Next chunk [B, C_in, T_i] -> the frames it completes [B, C_out, F_i]."""

@@ -1,3 +1,4 @@
+import itertools
 import math
 
 import pytest
@@ -117,3 +118,26 @@ def test_lstm_skip_and_causality():
         no_skip = StreamableLSTM(4, num_layers=2, skip=False)
         no_skip.load_state_dict(lstm.state_dict())
         torch.testing.assert_close(lstm(x) - no_skip(x), x)
+
+
+@pytest.mark.parametrize('pad_mode', ['reflect', 'replicate', 'constant', 'circular'])
+@pytest.mark.parametrize('causal', [True, False])
+def test_conv_without_a_padded_copy_equals_conv_of_the_padded_input(pad_mode, causal):
+    """The forward pads inside the convolution and recomputes only the edge frames: outputs and input gradients
+    equal those of the convolution of the padded input, for every kernel, stride, dilation, norm and length."""
+    torch.manual_seed(0)
+    shortcut = 0
+    for (kernel, stride, dilation), length, norm in itertools.product(
+            [(1, 1, 1), (3, 1, 3), (7, 1, 1), (4, 2, 1), (10, 5, 1), (5, 3, 1)], [40, 57, 333],
+            ['weight_norm'] + ([] if causal else ['time_group_norm'])):
+        conv = StreamableConv1d(3, 4, kernel, stride=stride, dilation=dilation, causal=causal, pad_mode=pad_mode,
+                                norm=norm)
+        x = torch.randn(2, 3, length, requires_grad=True)
+        left, right = conv._paddings(length)
+        expected = conv.conv(pad1d(x, (left, right), mode=pad_mode))
+        shortcut += conv._convolve_padded_in_place(x, left, right) is not None
+        got = conv(x)
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+        grad, = torch.autograd.grad(got.pow(2).sum(), x)
+        torch.testing.assert_close(grad, torch.autograd.grad(expected.pow(2).sum(), x)[0], atol=1e-4, rtol=1e-4)
+    assert (shortcut == 0) == (pad_mode == 'circular')  # the shortcut served every mode it can
