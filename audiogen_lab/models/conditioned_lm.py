@@ -17,18 +17,8 @@ import typing as tp
 import torch
 from torch import nn
 
-from ..modules.lm_transformer import LMTransformer, sample_next_token
+from ..modules.lm_transformer import LMTransformer, guided_logits
 from ..quantization.mulan_embed import NamespacedConditioning
-
-
-def guided_logits(logits: torch.Tensor, scale: float) -> torch.Tensor:
-    """Classifier-free guidance of stacked rows: ``[2B, ..., V]`` (conditional rows first, then the null ones)
-    -> ``null + scale * (cond - null)`` ``[B, ..., V]``; in fp32."""
-    if logits.shape[0] % 2:
-        raise ValueError(f"Guided logits stack conditional and null rows: an even batch is needed, got "
-                         f"{logits.shape[0]}.")
-    cond, null = logits.float().chunk(2, dim=0)
-    return null + scale * (cond - null)
 
 
 class ConditionedLM(nn.Module):
@@ -109,24 +99,6 @@ class ConditionedLM(nn.Module):
                                     generator=generator, logits_processor=logits_processor,
                                     prefix_embeddings=self.prefix(cond, batch=batch))
         prefix = torch.cat([self.prefix(cond), self.prefix(None, batch=batch)])
-        total = prefix.shape[1] + prompt.shape[1] + max(num_tokens - 1, 0)
-        if total > self.lm.max_length:
-            raise ValueError(f"Prefix, prompt and generated tokens need {total} positions, more than "
-                             f"max_length={self.lm.max_length}; shorten the request or raise lm.max_length.")
-        out = [prompt]
-        if num_tokens == 0:
-            return prompt
-        cache = self.lm.new_cache(2 * batch, total) if use_cache else None
-        logits = self.lm(torch.cat([prompt, prompt]), cache=cache, prefix_embeddings=prefix)
-        for step in range(num_tokens):
-            if step > 0:
-                if use_cache:
-                    logits = self.lm(torch.cat([out[-1], out[-1]]), cache=cache)
-                else:
-                    so_far = torch.cat(out, dim=1)
-                    logits = self.lm(torch.cat([so_far, so_far]), prefix_embeddings=prefix)
-            next_logits = guided_logits(logits[:, -1], cfg_scale)
-            if logits_processor is not None:
-                next_logits = logits_processor(next_logits, step)
-            out.append(sample_next_token(next_logits, temperature, top_k, generator)[:, None])
-        return torch.cat(out, dim=1)
+        return self.lm.generate(prompt, num_tokens, temperature=temperature, top_k=top_k, use_cache=use_cache,
+                                generator=generator, logits_processor=logits_processor, prefix_embeddings=prefix,
+                                guidance_scale=cfg_scale)

@@ -274,6 +274,16 @@ class CausalBlock(nn.Module):
         return x + self.ff(self.ff_norm(x))
 
 
+def guided_logits(logits: torch.Tensor, scale: float) -> torch.Tensor:
+    """Classifier-free guidance of stacked rows: ``[2B, ..., V]`` (conditional rows first, then the null ones)
+    -> ``null + scale * (cond - null)`` ``[B, ..., V]``; in fp32."""
+    if logits.shape[0] % 2:
+        raise ValueError(f"Guided logits stack conditional and null rows: an even batch is needed, got "
+                         f"{logits.shape[0]}.")
+    cond, null = logits.float().chunk(2, dim=0)
+    return null + scale * (cond - null)
+
+
 def sample_next_token(logits: torch.Tensor, temperature: float = 1.0, top_k: tp.Optional[int] = None,
                       generator: tp.Optional[torch.Generator] = None) -> torch.Tensor:
     """Draw one token per row of `logits [B, V]` -> `[B]` long.
@@ -421,7 +431,8 @@ class LMTransformer(nn.Module):
                  generator: tp.Optional[torch.Generator] = None,
                  logits_processor: tp.Optional[tp.Callable[[torch.Tensor, int], torch.Tensor]] = None,
                  prefix_embeddings: tp.Optional[torch.Tensor] = None,
-                 key_padding_mask: tp.Optional[torch.Tensor] = None) -> torch.Tensor:
+                 key_padding_mask: tp.Optional[torch.Tensor] = None,
+                 guidance_scale: tp.Optional[float] = None) -> torch.Tensor:
         """Continue `prompt [B, T0]` by `num_tokens` tokens -> `[B, T0 + num_tokens]` (prompt included).
 
         Call `eval()` first: dropout stays active in training mode.
@@ -438,20 +449,27 @@ class LMTransformer(nn.Module):
                 (e.g. to forbid tokens); `step` counts generated tokens from 0.
             prefix_embeddings: `[B, P, D]` conditioning placed before the prompt (see :meth:`forward`).
             key_padding_mask: `[B, T0]` bool, True on real prompt tokens (prompts padded on the left).
+            guidance_scale: classifier-free guidance. `prefix_embeddings` is then `[2B, P, D]`, the conditional
+                prefixes then the null ones; each step runs the prompt under both in one batch of `2B` rows
+                sharing a KV cache, samples from :func:`guided_logits` and feeds the token to both rows.
 
         Runs under `torch.inference_mode` (`logits_processor` too); the returned tokens are an ordinary tensor.
         """
         with torch.inference_mode():
             out = self._generate(prompt, num_tokens, temperature, top_k, use_cache, generator, logits_processor,
-                                 prefix_embeddings, key_padding_mask)
+                                 prefix_embeddings, key_padding_mask, guidance_scale)
         return out.clone()  # not an inference tensor: usable as training input
 
     def _generate(self, prompt: torch.Tensor, num_tokens: int, temperature: float, top_k: tp.Optional[int],
                   use_cache: bool, generator: tp.Optional[torch.Generator],
                   logits_processor: tp.Optional[tp.Callable[[torch.Tensor, int], torch.Tensor]],
-                  prefix_embeddings: tp.Optional[torch.Tensor], key_padding_mask: tp.Optional[torch.Tensor]
-                  ) -> torch.Tensor:
+                  prefix_embeddings: tp.Optional[torch.Tensor], key_padding_mask: tp.Optional[torch.Tensor],
+                  guidance_scale: tp.Optional[float] = None) -> torch.Tensor:
         batch, prompt_length = prompt.shape
+        guided = guidance_scale is not None
+
+        def rows(t: torch.Tensor) -> torch.Tensor:  # the conditional rows, then the null ones under guidance
+            return torch.cat([t, t]) if guided else t
         num_prefix = 0 if prefix_embeddings is None else prefix_embeddings.shape[1]
         if prompt_length + num_prefix == 0:
             raise ValueError("generate needs a non-empty prompt or prefix_embeddings to start from.")
@@ -465,18 +483,22 @@ class LMTransformer(nn.Module):
         out = [prompt]
         if num_tokens == 0:
             return prompt
-        cache = self.new_cache(batch, total) if use_cache else None
-        logits = self(prompt, cache=cache, prefix_embeddings=prefix_embeddings, key_padding_mask=key_padding_mask)
+        if guided and (prefix_embeddings is None or prefix_embeddings.shape[0] != 2 * batch):
+            raise ValueError("guidance_scale needs prefix_embeddings of 2B rows: the conditional prefixes, then the "
+                             "null ones.")
+        cache = self.new_cache((2 if guided else 1) * batch, total) if use_cache else None
+        mask = None if key_padding_mask is None else rows(key_padding_mask)
+        logits = self(rows(prompt), cache=cache, prefix_embeddings=prefix_embeddings, key_padding_mask=mask)
         for step in range(num_tokens):
             if step > 0:
                 if use_cache:
-                    logits = self(out[-1], cache=cache)
+                    logits = self(rows(out[-1]), cache=cache)
                 else:
-                    mask = None
                     if key_padding_mask is not None:
-                        mask = torch.cat([key_padding_mask, key_padding_mask.new_ones(batch, step)], dim=1)
-                    logits = self(torch.cat(out, dim=1), prefix_embeddings=prefix_embeddings, key_padding_mask=mask)
-            next_logits = logits[:, -1]
+                        mask = rows(torch.cat([key_padding_mask, key_padding_mask.new_ones(batch, step)], dim=1))
+                    logits = self(rows(torch.cat(out, dim=1)), prefix_embeddings=prefix_embeddings,
+                                  key_padding_mask=mask)
+            next_logits = guided_logits(logits[:, -1], guidance_scale) if guided else logits[:, -1]
             if logits_processor is not None:
                 next_logits = logits_processor(next_logits, step)
             out.append(sample_next_token(next_logits, temperature, top_k, generator)[:, None])
