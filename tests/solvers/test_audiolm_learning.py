@@ -8,7 +8,7 @@ codec trained briefly (compression/debug), a log-mel k-means tokenizer (semantic
 both splits (4 RVQ levels, semantic ids at 50 Hz) and the three stages (audiolm/{semantic,coarse,fine}_debug,
 2 coarse and 2 fine levels).
 
-Measured (AMD EPYC, 2 shared cores, one torch thread), valid split:
+Measured (AMD EPYC, 2 shared cores, one torch thread, 100 stage updates), valid split:
 - codec (600 updates): SI-SNR +0.2 dB, mel distance 1.04 (untrained: -60 dB or lower); 300 updates gave -4.5 dB;
 - semantic: target_ce 2.12 vs unigram_ce 3.79 (ratio 0.56);
 - coarse: target_ce 3.94 vs 4.47 (0.88); recon_mel 0.201 vs 0.255 shuffled, recon_si_snr -4.2 vs -5.8 dB;
@@ -16,6 +16,13 @@ Measured (AMD EPYC, 2 shared cores, one torch thread), valid split:
 With the 300-update codec the ratios were 0.56, 0.84 and 0.91 and recon_mel 0.80 and 0.80 of shuffled. The module
 took 8 min 15 s there (80 s example data, 313 s codec, 85 s stages) while other jobs kept the load near 6; the
 codec dominates. A clearly positive codec SI-SNR needs the preset's 800 updates or more (not measured here).
+
+On an Intel Xeon (2 cores, default threads) two codecs trained alike but for float rounding (SI-SNR 1.41 and
+1.44 dB) gave, with 100 stage updates, recon_mel / shuffled 0.95 and 0.91 (coarse), 0.87 and 0.93 (fine): the
+teacher-forced audio of so short a run is only a little closer than chance, and the ratio moves by 0.05 between
+runs. With the 200 updates used now: target_ce 1.30 / 3.14 / 3.38 against unigram_ce 3.79 / 4.43 / 4.53
+(ratios 0.34, 0.71, 0.75), recon_mel 0.197 vs 0.232 (0.85) for coarse and 0.123 vs 0.135 (0.91) for fine,
+recon_si_snr -2.7 vs -4.7 dB and 11.7 vs 10.8 dB; the module takes about 3 min 15 s.
 """
 from __future__ import annotations
 
@@ -29,15 +36,15 @@ from audiogen_lab.train import main
 
 from ..conftest import experiments_folder, real_example_data
 
-pytestmark = pytest.mark.slow  # about 4 min on a quiet 2-core machine (Intel Xeon), most of it the codec
+pytestmark = pytest.mark.slow  # about 3 min 15 s on a quiet 2-core machine (Intel Xeon), most of it the codec
 
 CODEC_UPDATES = 600
 N_Q = 4  # RVQ levels tokenized: 2 coarse, 2 fine
-STAGE_UPDATES = 100
+STAGE_UPDATES = 200
 # Largest target_ce / unigram_ce ratio accepted per stage, and recon_mel / recon_mel_shuffled for coarse and fine
-# (see the measured figures above; roughly half of the measured gap is kept as a margin).
+# (see the measured figures above: a margin of about half the measured gap, and of the run-to-run spread).
 MAX_CE_RATIO = {"semantic": 0.8, "coarse": 0.93, "fine": 0.96}
-MAX_MEL_RATIO = 0.93
+MAX_MEL_RATIO = {"coarse": 0.93, "fine": 0.96}
 MIN_CODEC_SI_SNR = -2.0  # waveform-aligned decoding; an untrained codec is near -60 dB
 
 
@@ -104,5 +111,5 @@ def test_stage_beats_the_unigram_baseline_on_unseen_clips(trained, stage):
 @pytest.mark.parametrize("stage", ["coarse", "fine"])
 def test_teacher_forced_reconstruction_beats_shuffled_codes(trained, stage):
     valid = trained[stage]
-    assert valid["recon_mel"] < MAX_MEL_RATIO * valid["recon_mel_shuffled"], valid
+    assert valid["recon_mel"] < MAX_MEL_RATIO[stage] * valid["recon_mel_shuffled"], valid
     assert valid["recon_si_snr"] > valid["recon_si_snr_shuffled"], valid
