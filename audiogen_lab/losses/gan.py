@@ -101,3 +101,25 @@ class AdaptiveR1:
     def load_state_dict(self, state: tp.Dict[str, float]) -> None:
         self.gamma = float(state['gamma'])
         self.last_certainty = float(state['last_certainty'])
+
+
+
+def jump_excess_penalty(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """Penalty on positions of generated windows where the frame-to-frame jump is larger than the data's.
+
+    For each position `t` of the window, `r_t = mean |fake[..., t + 1] - fake[..., t]|² / mean |Δreal|²` (the
+    fake mean over the batch and the channels, the real one over everything); the penalty is
+    `mean_t relu(r_t - 1) ** 2`. A generator whose windows are made of independently generated parts pays for
+    a discontinuity wherever it puts it (at the join, or moved a few frames inside a part), nothing for a
+    jump no larger than the data's, and little for the estimate's noise (the excess is squared). The real
+    statistic takes no gradient.
+
+    Args:
+        fake: generated windows `[B, D, W]`.
+        real: real windows `[B', D, W']`.
+    Returns:
+        A scalar tensor.
+    """
+    natural = (real[..., 1:] - real[..., :-1]).detach().float().pow(2).mean().clamp(min=1e-12)
+    profile = (fake[..., 1:] - fake[..., :-1]).float().pow(2).mean(dim=(0, 1))  # [W - 1]
+    return torch.relu(profile / natural - 1).pow(2).mean()

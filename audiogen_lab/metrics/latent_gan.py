@@ -40,3 +40,27 @@ def seam_ratio(latents: torch.Tensor, period: int) -> float:
     across = torch.zeros(jumps.shape[-1], dtype=torch.bool, device=jumps.device)
     across[period - 1::period] = True
     return float(jumps[:, across].mean() / jumps[:, ~across].mean().clamp(min=1e-12))
+
+
+def jump_profile(latents: torch.Tensor, period: int) -> torch.Tensor:
+    """Mean |latent jump| (averaged over D) at each position of blocks of `period` frames: `[period]`, where
+    entry `k` is the jump from frame `k` to frame `k + 1` of a block and the last entry the jump across the
+    boundary into the next block.
+
+    Args:
+        latents: `[B, D, T]` with T a multiple of `period` and at least two blocks.
+        period: frames per block.
+    """
+    assert latents.shape[-1] >= 2 * period and latents.shape[-1] % period == 0, (
+        f"Need a whole number (>= 2) of blocks of {period} frames, got {latents.shape[-1]} frames.")
+    jumps = (latents[..., 1:] - latents[..., :-1]).abs().double().mean(1)  # [B, T - 1]
+    jumps = torch.cat([jumps, jumps.new_full((jumps.shape[0], 1), float('nan'))], dim=-1)  # no jump after the end
+    return jumps.reshape(jumps.shape[0], -1, period).flatten(0, 1).nanmean(0)
+
+
+def worst_jump_ratio(latents: torch.Tensor, period: int) -> float:
+    """The largest mean jump at any position of the blocks of `period` frames (the boundary included) over
+    the mean jump inside them: like :func:`seam_ratio`, but it also catches a discontinuity a generator
+    has moved a few frames away from the boundary. About 1 when no position stands out."""
+    profile = jump_profile(latents, period)
+    return float(profile.max() / profile[:-1].mean().clamp(min=1e-12))

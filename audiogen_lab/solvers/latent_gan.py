@@ -4,7 +4,9 @@ Each update: the critic learns the hinge loss on real windows (crops of `latent_
 normalised by the latents' per-dimension mean and std) against generated windows (two independently
 generated halves), plus R1 on the real windows (adaptive weight with ``latent_gan.adaptive_r1``), the
 optional one-centred gradient penalty and the optional reconstruction head; the generator learns the
-hinge generator loss through the critic (whose parameters take no gradient from it). Validation runs
+hinge generator loss through the critic (whose parameters take no gradient from it), plus, with
+``latent_gan.jump_excess_weight``, a penalty on window positions whose frame-to-frame jump exceeds the
+data's (the join of the two halves is where a generator that has not learnt to join them jumps). Validation runs
 under the generator's EMA: latent Fréchet distance between generated and held-out windows, per-dimension
 mean/std errors (normalised space), and the seam ratio of long generated pieces. Evaluation (with
 ``datasource.evaluate``, under the best weights) generates whole pieces and measures the generation speed,
@@ -25,8 +27,9 @@ from omegaconf import DictConfig
 from torch import nn
 
 from ..data.latent_dataset import load_latent_meta
-from ..losses.gan import AdaptiveR1, gradient_penalty, hinge_discriminator_loss, hinge_gen_loss, r1_penalty
-from ..metrics.latent_gan import latent_frechet_distance, moment_errors, seam_ratio
+from ..losses.gan import (AdaptiveR1, gradient_penalty, hinge_discriminator_loss, hinge_gen_loss,
+                          jump_excess_penalty, r1_penalty)
+from ..metrics.latent_gan import latent_frechet_distance, moment_errors, seam_ratio, worst_jump_ratio
 from ..models.latent_gan import LatentGAN, decode_latents
 from ..models.latent_gan_builder import get_latent_critic, get_latent_gan_model
 from ..utils.distrib import average_tensor
@@ -163,7 +166,10 @@ class LatentGANSolver(StandardSolver):
             if self.critic.decoder is not None and gan.reconstruction_weight > 0:
                 d_losses["reconstruction"] = gan.reconstruction_weight * self.critic.reconstruction_loss(real, features)
             with _frozen_parameters(self.critic):
-                g_loss = hinge_gen_loss(self.critic(fake))
+                g_losses = {"g_hinge": hinge_gen_loss(self.critic(fake))}
+            if gan.jump_excess_weight > 0:
+                g_losses["jump_excess"] = gan.jump_excess_weight * jump_excess_penalty(fake, real)
+            g_loss = sum(g_losses.values())
         if not self.check_finite({**d_losses, "g_loss": g_loss}, batch):
             return metrics
         certainty = average_tensor(AdaptiveR1.certainty(real_logits))  # one R1 weight on every rank
@@ -175,7 +181,7 @@ class LatentGANSolver(StandardSolver):
         if self.accumulation.is_last:
             self.r1.update(certainty)
         self.end_update()
-        metrics.update({name: float(value.detach()) for name, value in d_losses.items()})
+        metrics.update({name: float(value.detach()) for name, value in {**d_losses, **g_losses}.items()})
         metrics.update({"d_loss": float(d_loss.detach()), "g_loss": float(g_loss.detach()),
                         "certainty": float(certainty), "r1_gamma": self.r1.gamma,
                         "real_logit": float(real_logits.detach().mean()),
@@ -200,12 +206,14 @@ class LatentGANSolver(StandardSolver):
     @torch.no_grad()
     def sample_metrics(self, real: torch.Tensor, fake: torch.Tensor) -> tp.Dict[str, float]:
         """`fd`, `mean_error`, `std_error` between normalised windows `real` and `fake` [B, D, W], and
-        `seam` of generated pieces of `latent_gan.valid_windows` windows."""
+        `seam` and `seam_worst` (any position of a half) of generated pieces of `latent_gan.valid_windows`
+        windows."""
         gan = self.cfg.latent_gan
         metrics = {"fd": latent_frechet_distance(real, fake), **moment_errors(real, fake)}
         pieces = self.model.generate_normalised(int(gan.valid_windows) * self.model.window, int(gan.valid_pieces),
                                                 gan.truncation, seed=int(gan.valid_seed))
         metrics["seam"] = seam_ratio(pieces, self.model.window // 2)
+        metrics["seam_worst"] = worst_jump_ratio(pieces, self.model.window // 2)
         return metrics
 
     def _autoencoder(self) -> tp.Optional[nn.Module]:

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from audiogen_lab.adversarial import hinge_gen_loss
-from audiogen_lab.losses import AdaptiveR1, gradient_penalty, hinge_discriminator_loss, r1_penalty
+from audiogen_lab.losses import AdaptiveR1, gradient_penalty, hinge_discriminator_loss, jump_excess_penalty, r1_penalty
 from audiogen_lab.utils import distrib
 
 from ..distributed import run_ranks
@@ -124,3 +124,33 @@ def test_adaptive_r1_weight_is_the_same_on_every_rank(tmp_path):
     first, second = run_ranks(_two_rank_r1, tmp_path)
     assert first["shared"] == second["shared"] == {"gamma": 0.125, "last_certainty": 0.0}
     assert first["alone"]["gamma"] == 8.0 and second["alone"]["gamma"] == 0.125
+
+
+def _random_walk(batch: int, frames: int, seed: int) -> torch.Tensor:
+    """[batch, 4, frames] windows whose frame-to-frame steps are N(0, 0.01)."""
+    return 0.1 * torch.randn(batch, 4, frames, generator=torch.Generator().manual_seed(seed)).cumsum(-1)
+
+
+def test_jump_excess_penalty_finds_a_discontinuity_wherever_it_is():
+    real = _random_walk(256, 32, seed=0)
+    assert float(jump_excess_penalty(_random_walk(256, 32, seed=1), real)) < 0.01  # as rough as the data: ~free
+    smooth = torch.linspace(0, 1, 32).expand(8, 4, 32)
+    assert float(jump_excess_penalty(smooth, real)) == 0.0  # smoother than the data: free
+    fake = _random_walk(256, 32, seed=1)
+    fake[..., 16:] += 1.0  # a step of 10 steps' std at the join: squared jump 1.01 vs the data's 0.01
+    at_join = float(jump_excess_penalty(fake, real))
+    assert at_join == pytest.approx((1.01 / 0.01 - 1) ** 2 / 31, rel=0.05)
+    moved = _random_walk(256, 32, seed=1)
+    moved[..., 13:] += 1.0  # the same step moved inside a half costs the same
+    assert float(jump_excess_penalty(moved, real)) == pytest.approx(at_join, rel=0.05)
+
+
+def test_jump_excess_penalty_trains_the_generator_only():
+    real = _random_walk(16, 32, seed=0).requires_grad_(True)
+    fake = _random_walk(16, 32, seed=1)
+    fake[..., 16:] += 1.0
+    fake.requires_grad_(True)
+    jump_excess_penalty(fake, real).backward()
+    assert real.grad is None
+    # a descent step pulls the two sides of the step together: down on the right, up on the left
+    assert float(fake.grad[..., 16].mean()) > 0 > float(fake.grad[..., 15].mean())
