@@ -132,6 +132,8 @@ class LatentGANSolver(StandardSolver):
         self.r1 = AdaptiveR1(gamma=float(gan.r1_gamma), **gan.r1) if gan.adaptive_r1 and gan.r1_gamma > 0 \
             else _FixedR1(float(gan.r1_gamma))
         self.register_adaptive_state("r1")
+        self._autoencoder_model: tp.Optional[nn.Module] = None  # loaded on first use by the evaluate stage
+        self._autoencoder_tried = False
 
     # ------------------------------------------------------------------ steps
     def _real_windows(self, batch: tp.Dict[str, tp.Any]) -> torch.Tensor:
@@ -219,10 +221,10 @@ class LatentGANSolver(StandardSolver):
     def _autoencoder(self) -> tp.Optional[nn.Module]:
         """The autoencoder of ``latent_gan.autoencoder`` (an error when it cannot be loaded), else the one the
         training latents' meta.json names when it can be loaded, else None (no audio metrics)."""
-        if not hasattr(self, "_autoencoder_model"):
+        if not self._autoencoder_tried:
+            self._autoencoder_tried = True
             from .loading import load_model
             source, named = autoencoder_source(self.cfg), bool(self.cfg.latent_gan.get("autoencoder"))
-            self._autoencoder_model = None
             try:
                 if source:
                     self._autoencoder_model = load_model(source, device=self.device, family="compression")
