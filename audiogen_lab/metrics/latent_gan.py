@@ -35,11 +35,8 @@ def seam_ratio(latents: torch.Tensor, period: int) -> float:
         latents: `[B, D, T]` with T a multiple of `period` and at least two blocks.
         period: frames per block (for the latent GAN, half a window: each half is generated alone).
     """
-    assert latents.shape[-1] >= 2 * period, f"Need at least two blocks of {period} frames, got {latents.shape[-1]}."
-    jumps = (latents[..., 1:] - latents[..., :-1]).abs().double().mean(1)  # [B, T - 1], jump t -> t + 1
-    across = torch.zeros(jumps.shape[-1], dtype=torch.bool, device=jumps.device)
-    across[period - 1::period] = True
-    return float(jumps[:, across].mean() / jumps[:, ~across].mean().clamp(min=1e-12))
+    profile = jump_profile(latents, period)
+    return float(profile[-1] / profile[:-1].mean().clamp(min=1e-12))
 
 
 def jump_profile(latents: torch.Tensor, period: int) -> torch.Tensor:
