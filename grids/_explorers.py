@@ -100,7 +100,7 @@ class SemanticKMeansExplorer(BaseExplorer):
 
 class LatentGANExplorer(BaseExplorer):
     """Latent GAN XPs: the critic's and generator's hinge losses and the R1 weight, then the latent Fréchet
-    distance, moment errors and seam ratio of the EMA generator."""
+    distance, moment errors, seam ratio and worst jump position of the EMA generator."""
 
     train_metrics = ("d_loss", "g_loss", "r1_gamma", "certainty")
-    valid_metrics = ("fd", "mean_error", "std_error", "seam")
+    valid_metrics = ("fd", "mean_error", "std_error", "seam", "seam_worst")
