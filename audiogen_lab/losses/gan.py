@@ -103,7 +103,6 @@ class AdaptiveR1:
         self.last_certainty = float(state['last_certainty'])
 
 
-
 def jump_excess_penalty(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     """Penalty on positions of generated windows where the frame-to-frame jump is larger than the data's.
 
