@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.parametrizations import weight_norm
 
+from .cpu_conv import conv1d, module_conv1d
 from .streaming import StreamingModule
 
 CONV_NORMALIZATIONS = frozenset({'none', 'weight_norm', 'time_group_norm'})
@@ -108,7 +109,7 @@ class NormConv1d(nn.Module):
         self.norm_type = norm
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.conv(x))
+        return self.norm(module_conv1d(self.conv, x))
 
 
 class NormConvTranspose1d(nn.Module):
@@ -205,22 +206,27 @@ class StreamableConv1d(StreamingModule):
             return None
         frames = (length + left + right - kernel) // stride + 1
         offset = (symmetric - left) // stride
-        y = F.conv1d(x, conv.weight, conv.bias, stride, symmetric, self.dilation, conv.groups)
+        weight = conv.weight  # computed once: a weight parametrisation runs on every access
+        y = conv1d(x, weight, conv.bias, stride, symmetric, self.dilation, conv.groups)
         y = y[..., offset:offset + frames]
         if self.pad_mode == 'constant' or (left == 0 and right == 0):
             return y
+
+        def edge(piece: torch.Tensor) -> torch.Tensor:
+            return F.conv1d(piece, weight, conv.bias, stride, 0, self.dilation, conv.groups)
+
         first_inner = -(-left // stride)  # the first frame whose window starts inside x
         last_inner = (length - kernel + left) // stride  # the last frame whose window ends inside x
         # the edge frames are written over the zero-padded ones (the convolution's backward does not need
         # its output); each edge slice keeps more than `left` / `right` samples so that it reflects like x
         if first_inner > 0:
             end = max((first_inner - 1) * stride - left + kernel, left + 1)
-            y[..., :first_inner] = conv(pad1d(x[..., :end], (left, 0), mode=self.pad_mode))[..., :first_inner]
+            y[..., :first_inner] = edge(pad1d(x[..., :end], (left, 0), mode=self.pad_mode))[..., :first_inner]
         if last_inner < frames - 1:
             start = (last_inner + 1) * stride - left
             start -= stride * -(-max(0, right + 1 - (length - start)) // stride)
             count = frames - last_inner - 1
-            y[..., last_inner + 1:] = conv(pad1d(x[..., start:], (0, right), mode=self.pad_mode))[..., -count:]
+            y[..., last_inner + 1:] = edge(pad1d(x[..., start:], (0, right), mode=self.pad_mode))[..., -count:]
         return y
 
     def _forward_streaming(self, x: torch.Tensor) -> torch.Tensor:
