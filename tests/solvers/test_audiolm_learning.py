@@ -20,17 +20,17 @@ codec dominates. A clearly positive codec SI-SNR needs the preset's 800 updates 
 On an Intel Xeon (2 cores, default threads) two codecs trained alike but for float rounding (SI-SNR 1.41 and
 1.44 dB) gave, with 100 stage updates, recon_mel / shuffled 0.95 and 0.91 (coarse), 0.87 and 0.93 (fine): the
 teacher-forced audio of so short a run is only a little closer than chance, and the ratio moves by 0.05 between
-runs. With the 200 updates used now: target_ce 1.30 / 3.14 / 3.38 against unigram_ce 3.79 / 4.43 / 4.53
+runs. With 200 updates for every stage: target_ce 1.30 / 3.14 / 3.38 against unigram_ce 3.79 / 4.43 / 4.53
 (ratios 0.34, 0.71, 0.75), recon_mel 0.197 vs 0.232 (0.85) for coarse and 0.123 vs 0.135 (0.91) for fine,
 recon_si_snr -2.7 vs -4.7 dB and 11.7 vs 10.8 dB; the module takes about 3 min 15 s.
 
-The same machine, once the codec's convolutions ran as matrix products on CPU (equal values up to float rounding,
-codec SI-SNR 1.56 dB): with 200 updates the coarse stage (accuracy 0.27) reconstructed at recon_mel 0.189 vs
-0.262 shuffled (0.72) but recon_si_snr -7.2 vs -5.0 dB, below chance: argmax codes that are right one frame in
-four do not keep the waveform aligned reliably. With 400 updates (accuracy 0.35): -2.3 vs -5.0 dB, recon_mel
-0.169 (0.65), target_ce 2.94 vs 4.44 (0.66). The coarse stage, which predicts acoustic tokens from semantic ones
-and so has the hardest task, now trains 400 updates, the others 200 (fine: 3.35 vs 4.53, recon_mel 0.132 vs
-0.143, recon_si_snr 10.8 vs 9.9 dB; semantic 1.30 vs 3.79); the module takes about 3 min 40 s.
+The same machine, once the codec's slow convolution shapes ran through modules/cpu_conv.py (equal values up to
+float rounding, codec SI-SNR 1.56 dB): with 200 updates the coarse stage (accuracy 0.27) reconstructed at recon_mel
+0.189 vs 0.262 shuffled (0.72) but recon_si_snr -7.2 vs -5.0 dB, below chance: argmax codes that are right one
+frame in four do not keep the waveform aligned reliably. With 400 updates (accuracy 0.35): -2.3 vs -5.0 dB,
+recon_mel 0.169 (0.65), target_ce 2.94 vs 4.44 (0.66). The coarse stage, which predicts acoustic tokens from
+semantic ones and so has the hardest task, now trains 400 updates, the others 200 (fine: 3.35 vs 4.53, recon_mel
+0.132 vs 0.143, recon_si_snr 10.8 vs 9.9 dB; semantic 1.30 vs 3.79); the module takes about 3 min 40 s.
 """
 from __future__ import annotations
 
